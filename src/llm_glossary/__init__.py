@@ -1,0 +1,1 @@
+"""llm_glossary: the tested implementation behind every glossary page."""
