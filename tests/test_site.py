@@ -95,9 +95,6 @@ def test_no_page_requests_anything_from_the_network(site):
             text = path.read_text(encoding="utf-8", errors="replace")
             for m in _REMOTE.finditer(text):
                 offenders.append(f"{path.relative_to(site)}: {text[m.start():m.start() + 120]}")
-    # Material's own bundle mentions CDN URLs only for features this site does not enable
-    # (e.g. Google Fonts when `font:` is set); none may appear in what the pages load.
-    offenders = [o for o in offenders if not o.startswith("assets/javascripts/bundle.")]
     assert not offenders, "remote requests:\n" + "\n".join(offenders[:20])
 
 
