@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .position import apply_rope
+from .position import apply_rope, rotate
 
 __all__ = [
     "attention",
@@ -463,8 +463,13 @@ class SelfAttention(nn.Module):
         positions: torch.Tensor | None = None,
         cache: KVCache | RollingKVCache | None = None,
         impl: str = "auto",
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C). With a cache, x holds only the new tokens."""
+        """(B, T, C) -> (B, T, C). With a cache, x holds only the new tokens.
+
+        ``rope`` may pass precomputed (cos, sin) from ``position.rope_cos_sin`` for these
+        positions, so a model computes them once instead of once per layer.
+        """
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"SelfAttention expects x of shape (B, T, {self.dim}), got {got}")
@@ -475,7 +480,9 @@ class SelfAttention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, T, D)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        if self.rope_theta is not None:
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)  # rotate by position (precomputed angles)
+        elif self.rope_theta is not None:
             q = apply_rope(q, positions, self.rope_theta)  # rotate by position
             k = apply_rope(k, positions, self.rope_theta)
         if cache is not None:

@@ -33,6 +33,7 @@ from torch import nn
 
 from .attention import KVCache, RollingKVCache, SelfAttention
 from .norm import RMSNorm
+from .position import rope_cos_sin
 
 __all__ = [
     "LlamaConfig",
@@ -214,8 +215,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = FeedForward(config.dim, config.ffn_hidden)
 
-    def forward(self, x: torch.Tensor, *, positions: torch.Tensor, cache=None, impl: str = "auto") -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), positions=positions, cache=cache, impl=impl)  # (B, T, C)
+    def forward(self, x: torch.Tensor, *, positions: torch.Tensor, cache=None, impl: str = "auto", rope=None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), positions=positions, cache=cache, impl=impl, rope=rope)  # (B, T, C)
         return x + self.mlp(self.post_attention_layernorm(x))  # (B, T, C)
 
 
@@ -240,9 +241,10 @@ class Llama(nn.Module):
         B, T = idx.shape
         start = caches[0].length if caches else 0
         positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)  # once for every layer
         x = self.embed_tokens(idx)  # (B, T, C)
         for i, layer in enumerate(self.layers):
-            x = layer(x, positions=positions, cache=caches[i] if caches else None, impl=impl)  # (B, T, C)
+            x = layer(x, positions=positions, cache=caches[i] if caches else None, impl=impl, rope=rope)  # (B, T, C)
         return self.lm_head(self.norm(x))  # (B, T, V)
 # --8<-- [end:model]
 

@@ -29,6 +29,7 @@ __all__ = [
     "rope_cos_sin",
     "rotate_half",
     "apply_rope",
+    "rotate",
 ]
 
 
@@ -199,6 +200,11 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float = 500000.0
     # Angles in float32 like Hugging Face (float64 for float64 inputs), then cast to x's dtype.
     angle_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cos, sin = rope_cos_sin(positions, D, theta, dtype=angle_dtype)  # (T, D) or (B, T, D)
+    return rotate(x, cos, sin)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x · cos + rotate_half(x) · sin with cos/sin of shape (T, D) or (B, T, D), for x (B, H, T, D)."""
     if cos.dim() == 3:
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, D): same for every head
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)

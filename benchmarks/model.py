@@ -1,0 +1,131 @@
+"""The project's Llama against Hugging Face LlamaForCausalLM, and KV-cached generation.
+
+    python benchmarks/model.py            # CPU by default; --device cuda on a GPU
+    python benchmarks/model.py --json out.json
+
+1. Training-step throughput (tokens/s): forward, cross-entropy, backward and an AdamW step on
+   the same configuration, weights and batch, for both models (transformers uses its SDPA
+   attention). Goal: ours at least as fast (ratio ≥ 1.0).
+2. Generating 256 tokens greedily with the KV cache against recomputing the whole sequence
+   at every step. Goal: at least 5× faster with the cache.
+Ratios are measured in the same run; timings are the best of --repeat runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from llm_glossary.benchmarking import machine_description
+from llm_glossary.model import Llama, LlamaConfig, count_parameters
+
+
+def _best(fn, repeat: int, device: torch.device) -> float:
+    fn()  # warm up
+    best = float("inf")
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def train_step_fn(model, idx, targets, hf: bool):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        logits = model(idx).logits if hf else model(idx)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+
+    config = LlamaConfig(vocab_size=args.vocab, dim=args.dim, n_layers=args.layers, n_heads=args.heads,
+                         n_kv_heads=args.kv_heads, max_seq_len=max(args.seq, 16 + args.new_tokens))
+    torch.manual_seed(0)
+    ours = Llama(config).to(device)
+    hf = ours.to_transformers().to(device)
+    hf.config._attn_implementation = "sdpa"
+    ours.train()
+    hf.train()
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=g).to(device)
+    idx, targets = data[:, :-1], data[:, 1:]
+    with torch.no_grad():
+        same = torch.allclose(ours(idx), hf(idx).logits, atol=1e-4, rtol=1e-4)
+
+    tokens = args.batch * args.seq
+    t_ours = _best(train_step_fn(ours, idx, targets, hf=False), args.repeat, device)
+    t_hf = _best(train_step_fn(hf, idx, targets, hf=True), args.repeat, device)
+    ratio_train = t_hf / t_ours
+
+    ours.eval()
+    prompt = torch.randint(0, args.vocab, (1, 16), generator=g).to(device)
+    t_cache = _best(lambda: ours.generate(prompt, args.new_tokens), args.repeat, device)
+    t_nocache = _best(lambda: ours.generate(prompt, args.new_tokens, use_cache=False), max(1, args.repeat - 2), device)
+    agree = torch.equal(ours.generate(prompt, args.new_tokens), ours.generate(prompt, args.new_tokens, use_cache=False))
+    ratio_gen = t_nocache / t_cache
+
+    print(f"machine: {machine_description(device)}; torch {torch.__version__}")
+    print(f"config: dim={args.dim} layers={args.layers} heads={args.heads}/{args.kv_heads} vocab={args.vocab} "
+          f"({count_parameters(config):,} parameters); batch {args.batch} × {args.seq} tokens")
+    print(f"logits equal to transformers (1e-4): {same}")
+    print()
+    print(f"{'training step':<34} | {'seconds':>8} | {'tokens/s':>9}")
+    print(f"{'llm_glossary.model.Llama':<34} | {t_ours:>8.3f} | {tokens / t_ours:>9.0f}")
+    print(f"{'transformers LlamaForCausalLM':<34} | {t_hf:>8.3f} | {tokens / t_hf:>9.0f}")
+    print(f"ratio (ours / transformers, tokens/s): {ratio_train:.2f}")
+    print()
+    print(f"{'generate ' + str(args.new_tokens) + ' tokens':<34} | {'seconds':>8} | {'tokens/s':>9}")
+    print(f"{'with KV cache':<34} | {t_cache:>8.3f} | {args.new_tokens / t_cache:>9.0f}")
+    print(f"{'without (recompute every step)':<34} | {t_nocache:>8.3f} | {args.new_tokens / t_nocache:>9.0f}")
+    print(f"speed-up from the cache: {ratio_gen:.1f}×; same tokens: {agree}")
+    goals = [
+        ("training throughput ≥ transformers (ratio ≥ 1.0)", ratio_train, ratio_train >= 1.0),
+        ("KV cache ≥ 5× faster for 256 tokens", ratio_gen, ratio_gen >= 5.0),
+        ("same logits and same generated tokens", float(same and agree), same and agree),
+    ]
+    print()
+    for name, value, ok in goals:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {value:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "machine": machine_description(device), "torch": torch.__version__, "device": device.type,
+            "train_s": {"ours": t_ours, "transformers": t_hf}, "train_ratio": ratio_train,
+            "generate_s": {"cache": t_cache, "no_cache": t_nocache}, "generate_ratio": ratio_gen,
+            "goals": [{"goal": n, "value": v, "pass": ok} for n, v, ok in goals],
+        }, indent=2) + "\n")
+    return 0 if all(ok for *_, ok in goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
