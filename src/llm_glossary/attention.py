@@ -316,8 +316,12 @@ class KVCache:
     writes the new positions and returns all keys and values so far.
 
     Args:
-        batch, n_kv_heads, max_len, head_dim: the buffer shape (B, Hkv, max_len, D).
-        dtype, device: of the buffers.
+        batch: B, sequences decoded together.
+        n_kv_heads: Hkv, key/value heads.
+        max_len: positions the buffer holds.
+        head_dim: D, size of one head.
+        dtype: dtype of the buffers.
+        device: device of the buffers.
     """
 
     def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, *, dtype=torch.float32, device=None) -> None:
