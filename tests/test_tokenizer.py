@@ -17,6 +17,7 @@ from llm_glossary.tokenizer import (
     ByteFallbackBPE,
     TokenizerFileError,
     byte_fallback,
+    corpus_tokenizer,
     count_words,
     naive_train,
 )
@@ -369,3 +370,33 @@ def test_word_counts_are_counted_once():
     words, alphabet = count_words(["to be or not to be"], 1.0)
     assert words == Counter({"▁to": 2, "▁be": 2, "▁or": 1, "▁not": 1})
     assert alphabet[0] == SPACE  # the most frequent character
+
+
+# ---------------------------------------------------------------- the pages' shared tokenizer
+
+def test_corpus_tokenizer_is_trained_once_on_the_train_split():
+    from llm_glossary.corpus import load_corpus
+
+    first = corpus_tokenizer()
+    assert corpus_tokenizer(4000) is first  # kept: the second page reuses the first page's run
+    fresh = ByteFallbackBPE.train(load_corpus("train"), 4000)
+    assert first.pieces == fresh.pieces and first.merges == fresh.merges
+    assert first.vocab_size == 4000
+    heldout = load_corpus("heldout")
+    assert first.decode(first.encode(heldout)) == heldout
+
+
+def test_corpus_tokenizer_matches_hugging_face(tmp_path):
+    from llm_glossary.corpus import load_corpus
+
+    tok = corpus_tokenizer()
+    path = tmp_path / "tokenizer.json"
+    tok.save_hf(path)
+    hf = Tokenizer.from_file(str(path))
+    text = load_corpus("heldout") + " 東京明期月良 ᄆᆞᅀᆞᆷ 햏 😀 𝔘"
+    assert tok.encode(text) == hf.encode(text, add_special_tokens=False).ids
+
+
+def test_corpus_tokenizer_too_small_vocab_states_minimum():
+    with pytest.raises(ValueError, match="vocab_size 300 is too small: the minimum is"):
+        corpus_tokenizer(300)

@@ -58,6 +58,7 @@ __all__ = [
     "SPECIALS",
     "BYTE_PIECES",
     "DUMMY_PREFIXES",
+    "corpus_tokenizer",
 ]
 
 SPACE = "\u2581"  # "▁", sentencepiece's visible space
@@ -619,7 +620,7 @@ class ByteFallbackBPE:
         """Read a file written by :meth:`save`.
 
         Raises:
-            TokenizerFileError: (a ValueError) naming the file and what is wrong with it.
+            ValueError: a TokenizerFileError naming the file and what is wrong with it.
         """
         data = _read_json(path)
         if not isinstance(data, dict):
@@ -707,7 +708,7 @@ class ByteFallbackBPE:
         ``split: false``). Merges may be ``"a b"`` strings or ``[a, b]`` lists.
 
         Raises:
-            TokenizerFileError: (a ValueError) naming the file and what is wrong with it.
+            ValueError: a TokenizerFileError naming the file and what is wrong with it.
         """
         data = _read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
@@ -747,6 +748,35 @@ class ByteFallbackBPE:
             return cls(pieces, merges, dummy_prefix=dummy_prefix)
         except ValueError as err:
             raise TokenizerFileError(path, str(err)) from None
+
+
+# --8<-- [start:corpus_tokenizer]
+_CORPUS_TOKENIZERS: dict[int, ByteFallbackBPE] = {}  # vocab_size -> tokenizer, per process
+
+
+def corpus_tokenizer(vocab_size: int = 4000) -> ByteFallbackBPE:
+    """The tokenizer the pages share: trained once per process on the shipped corpus.
+
+    Trains on ``load_corpus("train")`` (Korean and English) and keeps the result, so the
+    Korean and English pages of one build reuse a single training run. Treat the returned
+    tokenizer as read-only: every caller gets the same object.
+
+    Args:
+        vocab_size: pieces in the vocabulary, counted as in :meth:`ByteFallbackBPE.train`.
+
+    Raises:
+        ValueError: ``vocab_size`` too small (the message states the minimum).
+
+    Example:
+        >>> corpus_tokenizer() is corpus_tokenizer(4000)
+        True
+    """
+    if vocab_size not in _CORPUS_TOKENIZERS:
+        from llm_glossary.corpus import load_corpus
+
+        _CORPUS_TOKENIZERS[vocab_size] = ByteFallbackBPE.train(load_corpus("train"), vocab_size)
+    return _CORPUS_TOKENIZERS[vocab_size]
+# --8<-- [end:corpus_tokenizer]
 
 
 _PAIR_RE = re.compile(r'\[\n\s*("(?:[^"\\]|\\.)*"),\n\s*("(?:[^"\\]|\\.)*")\n\s*\]')
