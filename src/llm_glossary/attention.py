@@ -324,7 +324,7 @@ class KVCache:
         device: device of the buffers.
     """
 
-    def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, *, dtype=torch.float32, device=None) -> None:
+    def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
         self.batch = _positive_int(batch, "batch")
         self.n_kv_heads = _positive_int(n_kv_heads, "n_kv_heads")
         self.max_len = _positive_int(max_len, "max_len")
@@ -360,7 +360,7 @@ class RollingKVCache:
     gives the same result as recomputing the whole sequence.
     """
 
-    def __init__(self, batch: int, n_kv_heads: int, window: int, head_dim: int, *, dtype=torch.float32, device=None) -> None:
+    def __init__(self, batch: int, n_kv_heads: int, window: int, head_dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
         self.batch = _positive_int(batch, "batch")
         self.n_kv_heads = _positive_int(n_kv_heads, "n_kv_heads")
         self.window = _positive_int(window, "window")

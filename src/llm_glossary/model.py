@@ -235,8 +235,11 @@ class Llama(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
-    def forward(self, idx: torch.Tensor, *, caches: list | None = None, impl: str = "auto") -> torch.Tensor:
-        """Logits for every position. With ``caches``, idx holds only the new tokens."""
+    def forward(self, idx: torch.Tensor, *, caches: list | None = None, impl: str = "auto", last_only: bool = False) -> torch.Tensor:
+        """Logits for every position (B, T, V), or for the last one (B, 1, V) with ``last_only``.
+
+        With ``caches``, idx holds only the new tokens.
+        """
         self._check_idx(idx, caches)
         B, T = idx.shape
         start = caches[0].length if caches else 0
@@ -245,6 +248,8 @@ class Llama(nn.Module):
         x = self.embed_tokens(idx)  # (B, T, C)
         for i, layer in enumerate(self.layers):
             x = layer(x, positions=positions, cache=caches[i] if caches else None, impl=impl, rope=rope)  # (B, T, C)
+        if last_only:
+            x = x[:, -1:]  # generation needs only the next token's logits
         return self.lm_head(self.norm(x))  # (B, T, V)
 # --8<-- [end:model]
 
@@ -323,7 +328,7 @@ class Llama(nn.Module):
         last_stop = torch.zeros(B, dtype=torch.long, device=idx.device)
         step_input = idx
         for _ in range(max_new_tokens):
-            logits = self(step_input if use_cache else out, caches=caches)[:, -1, :].float()  # (B, V)
+            logits = self(step_input if use_cache else out, caches=caches, last_only=True)[:, -1, :].float()  # (B, V)
             next_id = _pick(logits, temperature, top_k, top_p, generator)  # (B,)
             next_id = torch.where(finished, last_stop, next_id)  # finished rows repeat their stop token
             out = torch.cat([out, next_id[:, None]], dim=1)  # (B, T + 1)
