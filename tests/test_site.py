@@ -131,3 +131,51 @@ def test_a_planted_failing_block_fails_the_build(root, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode != 0, "a failing executed block did not fail the strict build"
     assert "planted failure" in output and "AssertionError" in output
+
+
+def _executed_output(html: str) -> str:
+    """The text that executed blocks printed (markdown-exec's result divs), tags stripped."""
+    import html as html_lib
+
+    chunks = re.findall(r'<div class="result">(.*?)</code></pre>', html, flags=re.S)
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", "\n".join(chunks)))
+
+
+# Values the issues name, printed by each page's executed code (not merely written in its prose).
+EXECUTED_VALUES = {
+    "self-attention": ["0.8044", "0.1084", "0.4458"],
+    "gqa": ["1.00 GiB", "4.00 GiB"],
+    "sliding-window-attention": ["[1, 2, 3, 3, 3]", "131,072"],
+    "positional-encoding": ["0.8415, 0.5403, 0.0100, 1.0000", "KeyError", "NameError", "TypeError"],
+    "bpe": ["<0xED>", "<0x96>", "<0x8F>", "<0xF0>"],  # 햏 = ED 96 8F, never seen in training; emoji and 𝔘 start with F0
+    "hyangga": ["<0xE6>", "<0xE1>"],  # byte pieces of 東 and of the archaic jamo
+    "matrix-vs-array": ["[[1, 4], [9, 16]]", "[[7, 10], [15, 22]]", "PendingDeprecationWarning"],
+    "llama3-training": ["8,030,261,248", "7.2"],
+}
+
+
+@pytest.mark.parametrize("slug", sorted(EXECUTED_VALUES))
+def test_pages_print_the_values_the_issues_name(site, slug):
+    for lang in ("ko", "en"):
+        out = _executed_output(_page(site, lang, slug))
+        missing = [v for v in EXECUTED_VALUES[slug] if v not in out]
+        assert not missing, f"{lang}/{slug}: executed output lacks {missing}"
+
+
+def test_sliding_window_page_shows_the_saved_benchmark_with_its_machine(site, root):
+    import json
+
+    saved = json.loads((root / "docs" / "data" / "sliding_window_bench.json").read_text(encoding="utf-8"))
+    for lang in ("ko", "en"):
+        html = _page(site, lang, "sliding-window-attention")
+        assert saved["machine"] in html
+        assert "8192" in html or "8,192" in html
+
+
+def test_figures_are_inline_svg_with_text_kept_as_text(site):
+    for lang in ("ko", "en"):
+        for slug in ("gqa", "sliding-window-attention", "positional-encoding", "hyangga"):
+            html = _page(site, lang, slug)
+            assert "<svg" in html, f"{lang}/{slug} has no figure"
+    ko = _page(site, "ko", "gqa")
+    assert re.search(r"<text[^>]*>[^<]*[가-힣]", ko) or re.search(r"<!--[^>]*[가-힣]", ko), "Korean labels missing from the GQA figure"
