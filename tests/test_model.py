@@ -236,3 +236,13 @@ def test_input_errors():
         LlamaConfig.from_preset("llama4")
     with pytest.raises(ValueError, match="top_p must be in"):
         model.generate(torch.zeros(1, 2, dtype=torch.long), 2, temperature=1.0, top_p=1.5)
+
+
+def test_last_only_gives_the_last_row_of_the_logits():
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(**TINY["gqa"])).eval()
+    idx = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        full, last = model(idx), model(idx, last_only=True)
+    assert last.shape == (2, 1, 97)
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-6, rtol=1e-5)
