@@ -80,5 +80,7 @@ def svg(fig: Any, *, max_width: str = "100%") -> str:
     text = re.sub(r"#000000\b", "currentColor", text)
     end = text.index(">")
     root = re.sub(r'\sheight="[^"]*"', "", text[:end])  # the viewBox keeps the aspect ratio
-    root = root.replace("<svg", f'<svg role="img" style="max-width:{max_width};height:auto"', 1)
+    # matplotlib leaves out the fill of black text and paths (SVG's default is black): make that
+    # default the page's text colour too, so labels stay readable in dark mode.
+    root = root.replace("<svg", f'<svg role="img" fill="currentColor" style="max-width:{max_width};height:auto"', 1)
     return root + text[end:]
