@@ -13,7 +13,9 @@ from tokenizers import Tokenizer
 
 from llm_glossary.corpus import corpus_lines
 from llm_glossary.tokenizer import (
+    BYTE_PIECES,
     SPACE,
+    SPECIALS,
     ByteFallbackBPE,
     TokenizerFileError,
     byte_fallback,
@@ -73,9 +75,18 @@ def test_round_trip_arbitrary_unicode(tok, text):
     assert tok.unk_id not in ids and tok.bos_id not in ids and tok.eos_id not in ids
 
 
-@pytest.mark.parametrize("text", [*TRICKY, "", " leading", "trailing ", "a  b   c", "\r\n\tx\x00 y "])
-def test_round_trip_edge_cases(tok, text):
-    assert tok.decode(tok.encode(text)) == text
+EDGE = [
+    *TRICKY, "", " leading", "trailing ", "a  b   c", "\r\n\tx\x00 y ",
+    # spaces that are not U+0020 stay themselves; a long word of fallback bytes (heap loop)
+    "\u00a0x\u3000y\u2028z", "\ufeff\ufeff", "x\U0001d518" * 30, "a\u0300\u0301\u0302" * 20,
+]
+
+
+@pytest.mark.parametrize("text", EDGE)
+def test_round_trip_edge_cases(tok, hf, text):
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert ids == hf.encode(text, add_special_tokens=False).ids
 
 
 def test_round_trip_corpus(tok):
@@ -157,6 +168,29 @@ def test_decode_matches_hugging_face_on_any_ids(tok, hf, ids):
     assert tok.decode(ids) == hf.decode(ids)
 
 
+@SETTINGS
+@given(ids=st.lists(st.one_of(st.integers(3, 258), st.integers(0, VOCAB - 1)), max_size=16))
+def test_decode_byte_heavy_ids_never_raises_and_matches_hugging_face(tok, hf, ids):
+    # Mostly byte pieces: truncated, overlong and stray continuation bytes are common here.
+    assert tok.decode(ids) == hf.decode(ids)
+    assert tok.decode(ids, skip_special=False) == hf.decode(ids, skip_special_tokens=False)
+
+
+def test_decode_accepts_numpy_and_torch_ids(tok):
+    import numpy as np
+    import torch
+
+    ids = tok.encode("토큰 ids from a model 😀")
+    text = tok.decode(ids)
+    assert tok.decode(np.array(ids)) == text  # NumPy ints are not Python ints
+    assert tok.decode(torch.tensor(ids)) == text  # iterating gives 0-d tensors
+    assert tok.id_to_piece(np.int64(ids[0])) == tok.id_to_piece(ids[0])
+    for bad in (1.0, "5", True, [5]):
+        with pytest.raises(ValueError, match="is not an integer") as info:
+            tok.decode([5, bad])
+        assert f"vocab_size {VOCAB}" in str(info.value)
+
+
 def test_invalid_bytes_decode_to_replacement_character(tok):
     b = [tok.piece_to_id(f"<0x{x:02X}>") for x in (0xED, 0x95)]  # 2 of the 3 bytes of "한"
     assert tok.decode(b) == "\ufffd\ufffd"
@@ -189,9 +223,12 @@ def test_naive_and_incremental_agree_with_many_ties(small, extra):
 
 def test_tie_break_is_highest_count_then_smallest_pair():
     # "ab" and "cd" occur twice each, "ef" once: the count decides first, then the pair order.
-    merges = naive_train(["ab cd ab cd ef"], 3 + 256 + 7 + 2)
+    # ("▁", "a") also occurs twice but "▁" (U+2581) sorts after every ASCII letter.
+    vocab_size = 3 + 256 + 7 + 2
+    merges = naive_train(["ab cd ab cd ef"], vocab_size)
     assert merges[0] == ("a", "b")  # count 2, and ("a", "b") < ("c", "d")
     assert merges[1] == ("c", "d")
+    assert ByteFallbackBPE.train(["ab cd ab cd ef"], vocab_size).merges == merges
 
 
 def test_character_coverage_leaves_rare_characters_to_bytes():
@@ -277,7 +314,83 @@ def test_from_hf_reproduces_hugging_face_ids(sentencepiece_llama, name):
     assert ByteFallbackBPE.from_hf(again).encode(" x  y") == hf.encode(" x  y", add_special_tokens=False).ids
 
 
+def test_repeated_merge_takes_its_last_rank_as_hugging_face(tmp_path):
+    # ("b", "c") is listed at rank 0 and again at rank 3; HF keeps the last rank, so in "abc"
+    # ("a", "b") (rank 1) is applied first and "abc" becomes one piece.
+    pieces = [*SPECIALS, *BYTE_PIECES, SPACE, "a", "b", "c", "ab", "bc", "abc"]
+    ours = ByteFallbackBPE(pieces, [("b", "c"), ("a", "b"), ("ab", "c"), ("b", "c")])
+    path = tmp_path / "tokenizer.json"
+    ours.save_hf(path)
+    hf = Tokenizer.from_file(str(path))
+    for text in ["abc", "abcbc", "bc abc", "aabcc"]:
+        assert ours.encode(text) == hf.encode(text, add_special_tokens=False).ids, text
+
+
+def _hf_file_problems():
+    """(name, change to a valid tokenizer.json dict, expected words in the error)."""
+    def vocab(key, value):
+        return lambda d: d["model"]["vocab"].__setitem__(key, value)
+
+    return [
+        ("string id", vocab("a", "5"), "must be an id >= 0"),
+        ("negative id", vocab("a", -1), "must be an id >= 0"),
+        ("shared id", vocab("zz", 5), "id 5 is given to both"),
+        ("gap", lambda d: d["model"]["vocab"].pop("<0x41>"), "id 68 has no piece"),
+        ("added token without id", lambda d: d["added_tokens"].append({"content": "q"}), "added_tokens"),
+        ("three-part merge", lambda d: d["model"]["merges"].append(["a", "b", "c"]), "merge 1 must be"),
+        ("merge of ints", lambda d: d["model"]["merges"].append([1, 2]), "merge 1 must be"),
+        ("merges not a list", lambda d: d["model"].__setitem__("merges", "a b"), "must be a list"),
+        ("unknown piece", lambda d: d["model"]["merges"].append(["q", "z"]), "not in the vocabulary"),
+        ("byte-level", lambda d: d["model"].__setitem__("byte_fallback", False), "byte_fallback"),
+        ("word piece", lambda d: d["model"].__setitem__("type", "WordPiece"), "model type 'BPE'"),
+        ("suffix", lambda d: d["model"].__setitem__("end_of_word_suffix", "</w>"), "end_of_word_suffix"),
+        ("ignore merges", lambda d: d["model"].__setitem__("ignore_merges", True), "ignore_merges"),
+        ("malformed normalizer", lambda d: d["normalizer"].__setitem__("normalizers", 5), "whitespace"),
+        ("split metaspace", lambda d: d.update(normalizer=None, pre_tokenizer={
+            "type": "Metaspace", "replacement": SPACE, "prepend_scheme": "first", "split": True}),
+         "whitespace"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name,change,problem", _hf_file_problems(), ids=lambda x: x if isinstance(x, str) else ""
+)
+def test_from_hf_wrong_file_names_file_and_problem(tmp_path, name, change, problem):
+    data = ByteFallbackBPE([*SPECIALS, *BYTE_PIECES, SPACE, "a", "b", "ab"], [("a", "b")]).to_hf_dict()
+    change(data)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(TokenizerFileError, match=problem) as info:
+        ByteFallbackBPE.from_hf(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_unreadable_path_names_file(tmp_path):
+    for read in (ByteFallbackBPE.load, ByteFallbackBPE.from_hf):
+        with pytest.raises(TokenizerFileError, match="cannot read") as info:
+            read(tmp_path)  # a folder, not a file
+        assert str(tmp_path) in str(info.value)
+
+
 # ---------------------------------------------------------------- files
+
+def test_save_load_identity_with_awkward_pieces(tmp_path):
+    # Quotes, backslashes, brackets, commas, newlines and U+2028 as pieces and merges: the
+    # one-merge-per-line JSON layout must still be valid JSON that reads back the same.
+    text = 'a"b\\c [x, y] "q", \n\t \u2028 \\" ]\n[ ' * 5
+    tok = ByteFallbackBPE(*_trained(text), dummy_prefix="if_missing")
+    path = tmp_path / "awkward.json"
+    tok.save(path)
+    back = ByteFallbackBPE.load(path)
+    assert (back.pieces, back.merges, back.dummy_prefix) == (tok.pieces, tok.merges, "if_missing")
+    assert any('"' in a + b or "\\" in a + b for a, b in tok.merges)
+    assert back.encode(" " + text) == tok.encode(" " + text)
+
+
+def _trained(text):
+    t = ByteFallbackBPE.train([text], 300, character_coverage=1.0)
+    return t.pieces, t.merges
+
 
 def test_save_load_identity(tok, tmp_path):
     path = tmp_path / "tok.json"

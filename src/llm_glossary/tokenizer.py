@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import operator
 import re
 import sys
 from collections import Counter
@@ -345,7 +346,8 @@ class ByteFallbackBPE:
     Args:
         pieces: the vocabulary, piece strings in id order. Must contain ``<unk>``, ``<s>``,
             ``</s>`` and the 256 byte pieces.
-        merges: the merges in rank order (lowest rank is applied first).
+        merges: the merges in rank order (lowest rank is applied first). A pair listed twice
+            takes its last rank, as in Hugging Face ``tokenizers``.
         dummy_prefix: ``"always"`` (Llama 2, the default) or ``"if_missing"`` (Hugging
             Face Metaspace files); see :func:`normalize`. With ``"if_missing"`` a text that
             starts with a space loses that space in a round trip, as it does in Hugging Face.
@@ -385,7 +387,7 @@ class ByteFallbackBPE:
             for piece in (a, b, a + b):
                 if piece not in self._ids:
                     raise ValueError(f"merge {rank} ({a!r}, {b!r}): piece {piece!r} is not in the vocabulary")
-            self._ranks.setdefault((a, b), (rank, a + b))
+            self._ranks[(a, b)] = (rank, a + b)  # a repeated pair: the last rank wins, as in HF
         self.unk_id, self.bos_id, self.eos_id = (self._ids[s] for s in SPECIALS)
         self._byte_ids = [self._ids[p] for p in BYTE_PIECES]
         self._byte_of = {i: b for b, i in enumerate(self._byte_ids)}
@@ -435,8 +437,7 @@ class ByteFallbackBPE:
 
     def id_to_piece(self, i: int) -> str:
         """The piece string of id ``i``."""
-        self._check_id(i)
-        return self._pieces[i]
+        return self._pieces[self._check_id(i)]
 
     def piece_to_id(self, piece: str) -> int:
         """The id of a piece string; ValueError if it is not in the vocabulary."""
@@ -450,10 +451,21 @@ class ByteFallbackBPE:
         """All pieces in id order (a copy)."""
         return list(self._pieces)
 
-    def _check_id(self, i: int) -> None:
-        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(self._pieces):
-            n = len(self._pieces)
+    def _check_id(self, i: int) -> int:
+        """``i`` as a plain int; integer-likes (NumPy ints, 0-d torch tensors) are accepted."""
+        n = len(self._pieces)
+        if type(i) is not int:
+            try:
+                if isinstance(i, bool):
+                    raise TypeError
+                i = operator.index(i)
+            except TypeError:
+                raise ValueError(
+                    f"id {i!r} is not an integer: expected an int in [0, {n}) (vocab_size {n})"
+                ) from None
+        if not 0 <= i < n:
             raise ValueError(f"id {i!r} is out of range: expected an int in [0, {n}) (vocab_size {n})")
+        return i
 
     # ----------------------------------------------------------------- encoding
     # --8<-- [start:encode_word]
@@ -575,16 +587,17 @@ class ByteFallbackBPE:
         removed (the one ``encode`` prepends).
 
         Args:
-            ids: token ids.
+            ids: token ids: ints, or integer-likes such as NumPy ints or a 1-d torch tensor.
             skip_special: drop ``<unk>``, ``<s>`` and ``</s>`` (Hugging Face's default).
 
         Raises:
-            ValueError: an id outside ``[0, vocab_size)``, naming the id and the vocab size.
+            ValueError: an id that is not an integer or is outside ``[0, vocab_size)``,
+                naming the id and the vocab size.
         """
         parts: list[str] = []
         run = bytearray()
         for i in ids:
-            self._check_id(i)
+            i = self._check_id(i)
             if skip_special and i in self._special_ids:
                 continue  # dropped before decoding, so byte runs join across it (as in HF)
             b = self._byte_of.get(i)
@@ -718,6 +731,12 @@ class ByteFallbackBPE:
             raise TokenizerFileError(path, f"expected model type 'BPE', got {model.get('type')!r}")
         if not model.get("byte_fallback"):
             raise TokenizerFileError(path, "expected \"byte_fallback\": true in the BPE model")
+        for key in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
+            if model.get(key) is not None:
+                raise TokenizerFileError(
+                    path, f"expected \"{key}\": null in the BPE model, got {model[key]!r}")
+        if model.get("ignore_merges"):
+            raise TokenizerFileError(path, "expected \"ignore_merges\": false in the BPE model")
         dummy_prefix = _dummy_prefix_of(data)
         if dummy_prefix is None:
             raise TokenizerFileError(
@@ -729,21 +748,35 @@ class ByteFallbackBPE:
             raise TokenizerFileError(path, "\"model.vocab\" must be an object piece -> id")
         by_id: dict[int, str] = {}
         for piece, i in vocab.items():
+            if type(i) is not int or i < 0:
+                raise TokenizerFileError(path, f"model.vocab[{piece!r}] must be an id >= 0, got {i!r}")
+            if i in by_id:
+                raise TokenizerFileError(path, f"id {i} is given to both {by_id[i]!r} and {piece!r}")
             by_id[i] = piece
-        for tok in data.get("added_tokens") or []:
+        added = data.get("added_tokens") or []
+        if not isinstance(added, list):
+            raise TokenizerFileError(path, "\"added_tokens\" must be a list")
+        for k, tok in enumerate(added):
+            if not (isinstance(tok, dict) and type(tok.get("id")) is int and tok["id"] >= 0
+                    and isinstance(tok.get("content"), str)):
+                raise TokenizerFileError(
+                    path, f"added_tokens[{k}] must have an \"id\" >= 0 and a string \"content\", got {tok!r}")
             by_id.setdefault(tok["id"], tok["content"])
-        if sorted(by_id) != list(range(len(by_id))):
-            raise TokenizerFileError(path, "ids must run from 0 without gaps")
+        gap = next((i for i in range(len(by_id)) if i not in by_id), None)
+        if gap is not None:
+            raise TokenizerFileError(path, f"ids must run from 0 without gaps; id {gap} has no piece")
         pieces = [by_id[i] for i in range(len(by_id))]
+        raw_merges = model.get("merges", [])
+        if not isinstance(raw_merges, list):
+            raise TokenizerFileError(
+                path, f"\"model.merges\" must be a list, got {type(raw_merges).__name__}")
         merges = []
-        for m in model.get("merges", []):
-            if isinstance(m, str):
-                a, sep, b = m.partition(" ")
-                if not sep:
-                    raise TokenizerFileError(path, f"merge {m!r} is not of the form 'left right'")
-                merges.append((a, b))
-            else:
-                merges.append((m[0], m[1]))
+        for k, m in enumerate(raw_merges):
+            parts = m.split(" ") if isinstance(m, str) else m
+            if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(x, str) for x in parts)):
+                raise TokenizerFileError(
+                    path, f"merge {k} must be a 'left right' string or a [left, right] pair, got {m!r}")
+            merges.append((parts[0], parts[1]))
         try:
             return cls(pieces, merges, dummy_prefix=dummy_prefix)
         except ValueError as err:
@@ -799,6 +832,8 @@ def _read_json(path: str | Path):
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TokenizerFileError(path, "file not found") from None
+    except OSError as err:
+        raise TokenizerFileError(path, f"cannot read the file ({err.strerror or err})") from None
     except UnicodeDecodeError as err:
         raise TokenizerFileError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
@@ -813,6 +848,10 @@ def _dummy_prefix_of(data: dict) -> str | None:
     norm, pre = data.get("normalizer"), data.get("pre_tokenizer")
     if isinstance(norm, dict) and pre is None:
         steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm]
+        if not isinstance(steps, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("pattern") or {}, dict) for s in steps
+        ):
+            return None
         kinds = [
             (s.get("type"), s.get("prepend"), (s.get("pattern") or {}).get("String"), s.get("content"))
             for s in steps
