@@ -513,3 +513,10 @@ def test_corpus_tokenizer_matches_hugging_face(tmp_path):
 def test_corpus_tokenizer_too_small_vocab_states_minimum():
     with pytest.raises(ValueError, match="vocab_size 300 is too small: the minimum is"):
         corpus_tokenizer(300)
+
+
+def test_changing_the_returned_merges_does_not_change_the_tokenizer(small_tok):
+    before = small_tok.encode("ab aab abab")
+    merges = small_tok.merges
+    merges.clear()
+    assert small_tok.merges and small_tok.encode("ab aab abab") == before

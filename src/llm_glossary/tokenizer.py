@@ -381,9 +381,9 @@ class ByteFallbackBPE:
             raise ValueError(
                 f"pieces must contain the specials and all 256 byte pieces; missing {missing[:5]}"
             )
-        self.merges = [(str(a), str(b)) for a, b in merges]
+        self._merges = tuple((str(a), str(b)) for a, b in merges)
         self._ranks: dict[tuple[str, str], tuple[int, str]] = {}
-        for rank, (a, b) in enumerate(self.merges):
+        for rank, (a, b) in enumerate(self._merges):
             for piece in (a, b, a + b):
                 if piece not in self._ids:
                     raise ValueError(f"merge {rank} ({a!r}, {b!r}): piece {piece!r} is not in the vocabulary")
@@ -431,6 +431,11 @@ class ByteFallbackBPE:
     def vocab_size(self) -> int:
         """Number of pieces (ids run from 0 to vocab_size - 1)."""
         return len(self._pieces)
+
+    @property
+    def merges(self) -> list[tuple[str, str]]:
+        """The merges in rank order (a copy: the tokenizer itself cannot be changed through it)."""
+        return list(self._merges)
 
     def __len__(self) -> int:
         return len(self._pieces)
