@@ -21,28 +21,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from llm_glossary.benchmarking import machine_description
+from llm_glossary.benchmarking import machine_description, time_ms
 from llm_glossary.model import Llama, LlamaConfig, count_parameters
 
 
-def _best(fn, repeat: int, device: torch.device) -> float:
-    fn()  # warm up
-    best = float("inf")
-    for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+def _alternate(fns: dict, rounds: int, device: torch.device) -> tuple[dict, dict]:
+    """Best seconds of each function over ``rounds`` rounds that run them in turn.
+
+    Alternating lets a slow patch of the machine hit every function alike. Each function is
+    run once first as a warm-up; that run's result is returned too.
+    """
+    results = {name: fn() for name, fn in fns.items()}
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], time_ms(fn, repeat=1, warmup=0, device=device) / 1000)
+    return best, results
 
 
 def train_step_fn(model, idx, targets, hf: bool):
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         same = torch.allclose(ours(idx), hf(idx).logits, atol=1e-4, rtol=1e-4)
 
     tokens = args.batch * args.seq
-    # Alternate the models so that a slow patch of the machine hits all alike. A second,
+    # A second,
     # identical transformers model (an A/A comparison) shows how far two runs of the *same*
     # code differ here: the run-to-run noise of this measurement.
     hf_twin = ours.to_transformers().to(device)
@@ -102,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "hf": train_step_fn(hf, idx, targets, hf=True),
         "twin": train_step_fn(hf_twin, idx, targets, hf=True),
     }
-    best = {name: float("inf") for name in steps}
-    for _ in range(args.repeat):
-        for name, fn in steps.items():
-            best[name] = min(best[name], _best(fn, 1, device))
+    best, _ = _alternate(steps, args.repeat, device)
     t_ours, t_hf = best["ours"], best["hf"]
     ratio_train = t_hf / t_ours
     noise = abs(best["hf"] / best["twin"] - 1)
@@ -114,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     gen_rows = []
     for plen in args.prompts:
         prompt = torch.randint(0, args.vocab, (1, plen), generator=g).to(device)
-        t_cache = t_nocache = float("inf")
-        for _ in range(max(1, args.repeat - 2)):
-            t_cache = min(t_cache, _best(lambda: ours.generate(prompt, args.new_tokens), 1, device))
-            t_nocache = min(t_nocache, _best(lambda: ours.generate(prompt, args.new_tokens, use_cache=False), 1, device))
-        agree = torch.equal(ours.generate(prompt, args.new_tokens), ours.generate(prompt, args.new_tokens, use_cache=False))
+        fns = {
+            "cache": lambda: ours.generate(prompt, args.new_tokens),
+            "no_cache": lambda: ours.generate(prompt, args.new_tokens, use_cache=False),
+        }
+        best, out = _alternate(fns, max(1, args.repeat - 2), device)
+        t_cache, t_nocache = best["cache"], best["no_cache"]
+        agree = torch.equal(out["cache"], out["no_cache"])
         gen_rows.append({"prompt": plen, "cache_s": t_cache, "no_cache_s": t_nocache, "ratio": t_nocache / t_cache, "same_tokens": agree})
     ratio_gen = gen_rows[-1]["ratio"]
     agree = all(r["same_tokens"] for r in gen_rows)

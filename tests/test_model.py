@@ -12,6 +12,7 @@ from llm_glossary.model import (  # noqa: E402
     CheckpointError,
     Llama,
     LlamaConfig,
+    config_to_transformers,
     count_parameters,
     load_safetensors,
     save_safetensors,
@@ -113,7 +114,7 @@ def test_sampling_respects_top_k_and_top_p():
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_parameter_counts_match_transformers_on_meta(name):
     config = LlamaConfig.from_preset(name)
-    hf_config = Llama.__dict__["to_transformers"].__globals__["config_to_transformers"](config)
+    hf_config = config_to_transformers(config)
     cls = transformers.MistralForCausalLM if config.sliding_window else transformers.LlamaForCausalLM
     with torch.device("meta"):
         hf = cls(hf_config)

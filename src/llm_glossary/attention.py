@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import positive_int as _positive_int
 from .position import apply_rope, rotate
 
 __all__ = [
@@ -44,12 +45,6 @@ IMPLS = ("auto", "reference", "fast")
 
 
 # --------------------------------------------------------------------------- masks
-
-
-def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 # --8<-- [start:masks]
@@ -131,7 +126,7 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 # --8<-- [end:repeat_kv]
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, window: int | None, impl: str) -> None:
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, window: int | None) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -156,8 +151,6 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, 
             raise ValueError(f"window must be a positive int or None, got {window!r}")
         if not causal:
             raise ValueError(f"a sliding window (window={window}) needs causal=True")
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
 
 def _mask(T: int, S: int, causal: bool, window: int | None, device: torch.device) -> torch.Tensor | None:
@@ -182,7 +175,7 @@ def attention_reference(
     scale: float | None = None,
 ) -> torch.Tensor:
     """softmax(Q Kᵀ / √D + mask) V, written out step by step (the version the pages show)."""
-    _check_qkv(q, k, v, causal, window, "reference")
+    _check_qkv(q, k, v, causal, window)
     B, Hq, T, D = q.shape
     S = k.shape[2]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
@@ -218,9 +211,8 @@ def _sliding_window_chunked(q, k, v, window: int, scale: float, chunk: int) -> t
         t1 = min(t0 + chunk, T)
         p0, p1 = offset + t0, offset + t1  # absolute positions of this chunk's queries
         s0 = max(0, p0 - window + 1)  # first key any of them can see
-        query_pos = torch.arange(p0, p1, device=q.device).unsqueeze(1)  # (c, 1)
-        key_pos = torch.arange(s0, p1, device=q.device).unsqueeze(0)  # (1, c + W - 1) at most
-        mask = (key_pos <= query_pos) & (key_pos > query_pos - window)
+        # keys s0 .. p1 - 1, the chunk's queries being the last t1 - t0 of them: (c, c + W - 1) at most
+        mask = sliding_window_mask(t1 - t0, window, p1 - s0, device=q.device)
         out[:, :, t0:t1] = _sdpa(q[:, :, t0:t1], k[:, :, s0:p1], v[:, :, s0:p1], mask, False, scale)
     return out
 # --8<-- [end:sliding_chunks]
@@ -241,7 +233,7 @@ def attention_fast(
     Full attention goes to ``scaled_dot_product_attention`` (GQA without copying key/value
     heads). A sliding window narrower than the keys goes to the chunked path.
     """
-    _check_qkv(q, k, v, causal, window, "fast")
+    _check_qkv(q, k, v, causal, window)
     B, Hq, T, D = q.shape
     S = k.shape[2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale

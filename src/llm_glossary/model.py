@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import positive_int as _positive_int
 from .attention import KVCache, RollingKVCache, SelfAttention
 from .norm import RMSNorm
 from .position import rope_cos_sin
@@ -50,12 +51,6 @@ __all__ = [
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, malformed, or does not fit the configuration."""
-
-
-def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 # --8<-- [start:ffn_rule]

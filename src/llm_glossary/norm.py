@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._checks import positive_int
+
 __all__ = ["RMSNorm", "rms", "layer_norm", "standardize_stats"]
 
 
@@ -68,8 +70,7 @@ class RMSNorm(nn.Module):
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
-            raise ValueError(f"RMSNorm dim must be a positive int, got {dim!r}")
+        positive_int(dim, "RMSNorm dim")
         if not eps >= 0:
             raise ValueError(f"RMSNorm eps must be >= 0, got {eps!r}")
         self.dim = dim

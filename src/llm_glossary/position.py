@@ -22,6 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._checks import even_int as _even_dim
+from ._checks import positive_int as _positive_int
+
 __all__ = [
     "sinusoidal_positions",
     "SinusoidalPositionalEmbedding",
@@ -31,19 +34,6 @@ __all__ = [
     "apply_rope",
     "rotate",
 ]
-
-
-def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _even_dim(dim: object, name: str) -> int:
-    dim = _positive_int(dim, name)
-    if dim % 2:
-        raise ValueError(f"{name} must be even (sin/cos or rotation pairs), got {dim}")
-    return dim
 
 
 # --8<-- [start:sinusoidal]
@@ -123,7 +113,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
 
 
 # --8<-- [start:rope]
-def rope_frequencies(head_dim: int, theta: float = 500000.0) -> torch.Tensor:
+def rope_frequencies(head_dim: int, theta: float = 500000.0, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Rotation speeds of RoPE: inv_freq[i] = theta^(-2i / D), i = 0 .. D/2 - 1.
 
     Llama 3 uses theta = 500,000 (Llama 2: 10,000). Pair i turns by position · inv_freq[i]
@@ -136,8 +126,8 @@ def rope_frequencies(head_dim: int, theta: float = 500000.0) -> torch.Tensor:
     _even_dim(head_dim, "head_dim")
     if not theta > 0:
         raise ValueError(f"theta must be > 0, got {theta!r}")
-    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
-    return 1.0 / (theta**exponent)  # (D/2,) float32, as Hugging Face computes it
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64).to(dtype) / head_dim
+    return 1.0 / (theta**exponent)  # (D/2,), in float32 exactly as Hugging Face computes it
 
 
 def rope_cos_sin(
@@ -155,10 +145,7 @@ def rope_cos_sin(
         share the angle position · inv_freq[i].
     """
     positions = _check_positions(positions)
-    if dtype == torch.float64:
-        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device) / head_dim)
-    else:
-        inv_freq = rope_frequencies(head_dim, theta).to(positions.device)
+    inv_freq = rope_frequencies(head_dim, theta, dtype=dtype).to(positions.device)
     angle = positions.to(inv_freq.dtype).unsqueeze(-1) * inv_freq  # (..., T, D/2)
     angle = torch.cat([angle, angle], dim=-1)  # (..., T, D): halves share angles
     return angle.cos(), angle.sin()
