@@ -29,6 +29,7 @@ import time
 import sentencepiece as spm
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from llm_glossary.benchmarking import machine_description
 from llm_glossary.corpus import corpus_lines
 from llm_glossary.tokenizer import BYTE_PIECES, SPECIALS, ByteFallbackBPE, count_words, naive_train
 
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     train_bytes = sum(len(x.encode()) for x in train)
     held_bytes = sum(len(x.encode()) for x in held["all"])
     print(f"corpus: train {len(train)} lines, {train_bytes / 1e3:.0f} KB; heldout {len(held['all'])} lines, "
-          f"{held_bytes / 1e3:.0f} KB  |  Python {platform.python_version()}, {platform.machine()}")
+          f"{held_bytes / 1e3:.0f} KB  |  {machine_description()}, Python {platform.python_version()}")
     results: dict = {"train_bytes": train_bytes, "heldout_bytes": held_bytes, "vocab": {}}
     goals: list[tuple[str, float, str, bool]] = []
 
