@@ -46,6 +46,17 @@ class Term:
     aliases: tuple[str, ...] = ()
     symbols: tuple[str, ...] = ()
     source: str = ""
+    page: str = ""  # the page pair that explains the term: "<page-slug>" or "<page-slug>#<anchor>"
+
+    @property
+    def page_slug(self) -> str:
+        """The slug of the page pair (``docs/<page_slug>.ko.md`` / ``.en.md``)."""
+        return (self.page or self.slug).partition("#")[0]
+
+    def href(self) -> str:
+        """Link target relative to the home page, anchor included."""
+        slug, _, anchor = (self.page or self.slug).partition("#")
+        return f"{slug}.md" + (f"#{anchor}" if anchor else "")
 
     def names(self) -> list[str]:
         """Every string that gets the hover definition, longest first."""
@@ -88,7 +99,7 @@ def parse_term(data: object, where: str) -> Term:
     """Check one entry's fields and build a Term. ``where`` names the file in errors."""
     if not isinstance(data, dict):
         raise GlossaryError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
-    known = {"slug", "ko", "en", "abbr", "aliases", "definition", "symbols"}
+    known = {"slug", "ko", "en", "abbr", "aliases", "definition", "symbols", "page"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise GlossaryError(f"{where}: unknown field(s) {unknown}; expected only {sorted(known)}")
@@ -102,8 +113,16 @@ def parse_term(data: object, where: str) -> Term:
     abbr = data.get("abbr")
     if abbr is not None and (not isinstance(abbr, str) or not abbr.strip()):
         raise GlossaryError(f"{where}: field 'abbr' must be a non-empty string when given, got {abbr!r}")
+    page = data.get("page")
+    if page is not None:
+        if not isinstance(page, str) or not re.match(r"^[a-z0-9]+(?:-[a-z0-9]+)*(?:#[^\s#]+)?$", page):
+            raise GlossaryError(
+                f"{where}: field 'page' must be a page slug with an optional #anchor "
+                f"(for example 'dialog-format#chat-template'), got {page!r}"
+            )
     return Term(
         slug=slug,
+        page=page or "",
         ko=_need_str(data, "ko", where),
         en=_need_str(data, "en", where),
         definition=defs,
@@ -158,7 +177,7 @@ def check_pages(glossary: Glossary, docs_dir: Path) -> None:
     problems = []
     for term in glossary.terms:
         for lang in LANGS:
-            page = docs_dir / f"{term.slug}.{lang}.md"
+            page = docs_dir / f"{term.page_slug}.{lang}.md"
             if not page.is_file():
                 problems.append(f"term '{term.slug}' ({term.source}) has no page {page}")
     for page in sorted(docs_dir.rglob("*.md")):
@@ -183,7 +202,7 @@ def index_markdown(glossary: Glossary, lang: str) -> str:
     rows = []
     for t in sorted(glossary.terms, key=key):
         main, other = (t.ko, t.en) if lang == "ko" else (t.en, t.ko)
-        cells = [f"[{main}]({t.slug}.md)", other, t.abbr or "", t.definition[lang]]
+        cells = [f"[{main}]({t.href()})", other, t.abbr or "", t.definition[lang]]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return head + "\n" + "\n".join(rows)
 

@@ -110,3 +110,25 @@ def test_index_is_generated_in_each_language(glossary_hook):
     en = glossary_hook.index_markdown(glossary, "en")
     assert "[그룹 쿼리 어텐션](gqa.md)" in ko and "| 용어 |" in ko
     assert "[Grouped-query attention](gqa.md)" in en and "| Term |" in en
+
+
+def test_page_field_points_a_term_into_another_page(glossary_hook, tmp_path):
+    term = glossary_hook.parse_term(_entry(page="dialog-format#chat-template"), "x.yml")
+    assert term.page_slug == "dialog-format"
+    assert term.href() == "dialog-format.md#chat-template"
+    assert "[Grouped-query attention](dialog-format.md#chat-template)" in glossary_hook.index_markdown(
+        glossary_hook.Glossary([term]), "en"
+    )
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    with pytest.raises(glossary_hook.GlossaryError, match="has no page .*dialog-format.ko.md"):
+        glossary_hook.check_pages(glossary_hook.Glossary([term]), docs)
+    for lang in ("ko", "en"):
+        (docs / f"dialog-format.{lang}.md").write_text("# x\n", encoding="utf-8")
+    glossary_hook.check_pages(glossary_hook.Glossary([term]), docs)  # the term needs no gqa.*.md
+
+
+@pytest.mark.parametrize("page", ["Dialog Format", "a#b#c", "x# y", 5])
+def test_page_field_must_be_a_slug_with_an_optional_anchor(glossary_hook, page):
+    with pytest.raises(glossary_hook.GlossaryError, match="field 'page' must be a page slug"):
+        glossary_hook.parse_term(_entry(page=page), "x.yml")
