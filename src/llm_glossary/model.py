@@ -402,6 +402,7 @@ class Llama(nn.Module):
         finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
         last_stop = torch.zeros(B, dtype=torch.long, device=idx.device)
         step_input = idx
+        # --8<-- [start:decode_loop]
         for _ in range(max_new_tokens):
             # (B, V)
             logits = self(
@@ -419,6 +420,7 @@ class Llama(nn.Module):
                 finished |= hit
                 if bool(finished.all()):
                     break
+        # --8<-- [end:decode_loop]
         self.train(was_training)
         return out
 
