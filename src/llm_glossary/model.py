@@ -212,6 +212,7 @@ def count_parameters(config: LlamaConfig) -> int:
 
 
 # --8<-- [start:model]
+# --8<-- [start:feed_forward]
 class FeedForward(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x)), (B, T, C) -> (B, T, C)."""
 
@@ -224,6 +225,7 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, T, F) -> (B, T, C)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+# --8<-- [end:feed_forward]
 
 
 class Block(nn.Module):
