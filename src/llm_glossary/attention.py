@@ -51,7 +51,7 @@ IMPLS = ("auto", "reference", "fast")
 def causal_mask(T: int, S: int | None = None, *, device: torch.device | str | None = None) -> torch.Tensor:
     """Boolean (T, S) mask: query i (at position S − T + i) sees keys 0 .. S − T + i.
 
-    Example:
+    Examples:
         >>> causal_mask(3).int()
         tensor([[1, 0, 0],
                 [1, 1, 0],
@@ -72,7 +72,7 @@ def sliding_window_mask(T: int, window: int, S: int | None = None, *, device: to
 
     Every row sees at most W keys, and a row's keys always end at the query itself.
 
-    Example:
+    Examples:
         >>> sliding_window_mask(5, 3).int()
         tensor([[1, 0, 0, 0, 0],
                 [1, 1, 0, 0, 0],
@@ -94,7 +94,7 @@ def block_local_mask(T: int, block: int, *, device: torch.device | str | None = 
     The sequence is cut into blocks of ``block`` tokens; a query sees the earlier keys of
     its own block only. The first token of every block sees nothing before it.
 
-    Example:
+    Examples:
         >>> block_local_mask(5, 3).int()
         tensor([[1, 0, 0, 0, 0],
                 [1, 1, 0, 0, 0],
@@ -275,7 +275,7 @@ def attention(
     Raises:
         ValueError: wrong ranks or sizes, Hq not a multiple of Hkv, S < T, window ≤ 0.
 
-    Example:
+    Examples:
         >>> q = k = v = torch.ones(1, 1, 2, 4)
         >>> attention(q, k, v).shape
         torch.Size([1, 1, 2, 4])
@@ -387,7 +387,7 @@ class RollingKVCache:
 def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, batch: int = 1, bytes_per_value: int = 2) -> int:
     """Bytes of a full KV cache: 2 (K and V) × layers × Hkv × D × tokens × batch × bytes.
 
-    Example:
+    Examples:
         >>> kv_cache_bytes(32, 8, 128, 8192) / 2**30  # Llama 3 8B, 8K tokens, bf16
         1.0
     """

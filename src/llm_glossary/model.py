@@ -60,7 +60,7 @@ def llama_ffn_hidden(dim: int, multiplier: float | None = None, multiple_of: int
     SwiGLU has three matrices instead of two, so Llama shrinks the usual 4 · dim by 2/3 to
     keep the parameter count, then rounds up to a multiple of ``multiple_of``.
 
-    Example:
+    Examples:
         >>> llama_ffn_hidden(4096, 1.3, 1024)  # Llama 3 8B
         14336
     """
@@ -168,7 +168,7 @@ PRESETS: dict[str, dict] = {
 def count_parameters(config: LlamaConfig) -> int:
     """Number of parameters, from the configuration alone (nothing is allocated).
 
-    Example:
+    Examples:
         >>> count_parameters(LlamaConfig.from_preset("llama3-8b"))
         8030261248
     """

@@ -54,7 +54,7 @@ def sinusoidal_positions(
     Returns:
         tensor of shape (max_len, dim).
 
-    Example:
+    Examples:
         >>> sinusoidal_positions(3, 4, dtype=torch.float64)[1]  # sin 1, cos 1, sin 0.01, cos 0.01
         tensor([0.8415, 0.5403, 0.0100, 1.0000], dtype=torch.float64)
     """
@@ -81,7 +81,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
         max_len: longest sequence the table covers.
         dim: embedding width C.
 
-    Example:
+    Examples:
         >>> emb = SinusoidalPositionalEmbedding(max_len=8, dim=4)
         >>> emb(torch.zeros(1, 2, 4))[0, 1]  # zero embeddings: what is left is position 1
         tensor([0.8415, 0.5403, 0.0100, 0.9999])
@@ -119,7 +119,7 @@ def rope_frequencies(head_dim: int, theta: float = 500000.0, *, dtype: torch.dty
     Llama 3 uses theta = 500,000 (Llama 2: 10,000). Pair i turns by position · inv_freq[i]
     radians: the first pair fastest (one radian per token), the last pair slowest.
 
-    Example:
+    Examples:
         >>> rope_frequencies(4, theta=10000.0)
         tensor([1.0000, 0.0100])
     """
@@ -172,7 +172,7 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float = 500000.0
     Returns:
         Tensor shaped and typed like x.
 
-    Example:
+    Examples:
         >>> q = torch.tensor([[[[1.0, 0.0]]]])  # one head, one token, D = 2
         >>> apply_rope(q, torch.tensor([1]))  # turned by 1 radian: (cos 1, sin 1)
         tensor([[[[0.5403, 0.8415]]]])
