@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Material for MkDocs prints an end-of-life banner on every build; the project knows (see CONTRIBUTING.md).
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: serve test env clean
 
