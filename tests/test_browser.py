@@ -158,18 +158,43 @@ _PAGE_CHECKS = r"""
 
 _MATH_CUT = r"""
 () => {
-  // Display math wider than its column must scroll, not be cut off.
+  // Display math wider than its column must scroll, and scrolling must reach both ends.
   const cut = [];
-  for (const el of document.querySelectorAll("article .arithmatex")) {
-    if (el.tagName !== "DIV") continue;
-    const katex = el.querySelector(".katex-display") || el;
-    const inner = katex.querySelector(".katex") || katex;
-    const wide = inner.scrollWidth > el.clientWidth + 1;
-    const style = getComputedStyle(el);
-    const scrolls = ["auto", "scroll"].includes(style.overflowX);
-    if (wide && !scrolls) cut.push(`${inner.scrollWidth}px in ${el.clientWidth}px: ${el.textContent.slice(0, 50)}`);
+  function extent(el) {
+    let left = Infinity, right = -Infinity;
+    // The glyphs: KaTeX's leaf spans with text (its struts and clipped SVG tails are not ink).
+    for (const c of el.querySelectorAll(".katex-html span")) {
+      if (c.children.length || !c.textContent.trim()) continue;
+      const b = c.getBoundingClientRect();
+      if (b.width > 0) { left = Math.min(left, b.left); right = Math.max(right, b.right); }
+    }
+    return [left, right];
+  }
+  for (const el of document.querySelectorAll("article div.arithmatex")) {
+    const box = el.getBoundingClientRect();
+    const scrolls = ["auto", "scroll"].includes(getComputedStyle(el).overflowX);
+    el.scrollLeft = 0;
+    const [left] = extent(el);
+    el.scrollLeft = el.scrollWidth;
+    const [, right] = extent(el);
+    el.scrollLeft = 0;
+    const what = el.textContent.trim().slice(0, 50);
+    if (left < box.left - 1) cut.push(`start cut off by ${Math.round(box.left - left)}px: ${what}`);
+    if (right > box.right + 1) cut.push(`end cut off by ${Math.round(right - box.right)}px: ${what}`);
+    if (el.scrollWidth > el.clientWidth + 1 && !scrolls) cut.push(`wider than its column and not scrollable: ${what}`);
   }
   return cut;
+}
+"""
+
+_TABLE_FIT = r"""
+() => {
+  // At desktop width every table fits the text column (no sideways scrolling of the table).
+  const column = document.querySelector("article").getBoundingClientRect();
+  return [...document.querySelectorAll("article table")]
+    .map(t => t.getBoundingClientRect())
+    .filter(r => r.width > column.width + 1)
+    .map(r => `table ${Math.round(r.width)}px wide in a ${Math.round(column.width)}px column`);
 }
 """
 
@@ -267,7 +292,8 @@ def _open(page: Page, url: str) -> None:
 
 def test_every_page_loads_cleanly_renders_math_and_fits(browser, server, site):
     """All pages of both languages: only 127.0.0.1, no failed request, no console error, KaTeX
-    typeset, named figures, no math cut off at 1280 px and no page wider than a 390 px phone."""
+    typeset, named figures, no math cut off and no table wider than the column at 1280 px, and no
+    page wider than a 390 px phone."""
     pages = site_pages(site)
     assert len(pages) >= 20, pages
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -279,6 +305,7 @@ def test_every_page_loads_cleanly_renders_math_and_fits(browser, server, site):
         _open(page, server + path)
         problems += [f"{path}: {p}" for p in page.evaluate(_PAGE_CHECKS)]
         problems += [f"{path} at 1280 px: {p}" for p in page.evaluate(_MATH_CUT)]
+        problems += [f"{path} at 1280 px: {p}" for p in page.evaluate(_TABLE_FIT)]
         page.set_viewport_size({"width": 390, "height": 844})
         problems += [f"{path} at 390 px: {p}" for p in page.evaluate(_OVERFLOW)]
     context.close()
