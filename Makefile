@@ -1,5 +1,5 @@
 # Two commands do everything (see README.md):
-#   make serve   create the environment if needed, serve the site at http://127.0.0.1:8000 with live reload
+#   make serve   create the environment if needed, serve the site at http://127.0.0.1:8000/llm-glossary/ with live reload
 #   make test    create the environment if needed, run every test (units, doctests, strict site build,
 #                the site in a browser)
 
