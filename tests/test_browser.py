@@ -464,3 +464,71 @@ def test_not_found_page_speaks_both_languages(browser, server):
     assert page.url == server + "en/", page.url
     context.close()
     recorder.assert_clean()
+
+
+# ---- the built files behind what the browser shows (no browser needed) ----------------------
+
+
+def test_each_language_has_its_own_search_index(site):
+    import json
+
+    ko = json.loads((site / "search" / "search_index.json").read_text("utf-8"))
+    en = json.loads((site / "en" / "search" / "search_index.json").read_text("utf-8"))
+    assert ko["docs"] and en["docs"]
+    assert not [d["location"] for d in ko["docs"] if d["location"].startswith("en/")]
+    assert (site / "en" / en["docs"][0]["location"].split("#")[0] / "index.html").is_file()
+    ko_titles = " ".join(d["title"] for d in ko["docs"])
+    en_titles = " ".join(d["title"] for d in en["docs"])
+    assert "한 줄 정의" in ko_titles and "한 줄 정의" not in en_titles and "In one sentence" in en_titles
+    # "(" separates words, so "층(어텐션," is indexed as "층" and "어텐션"
+    assert re.split(ko["config"]["separator"], "층(어텐션, 피드포워드)") [:2] == ["층", "어텐션"]
+
+
+def test_sitemaps_per_language_hold_absolute_urls_with_alternates(site):
+    ns = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9", "x": "http://www.w3.org/1999/xhtml"}
+    for sitemap, prefix in ((site / "sitemap.xml", ""), (site / "en" / "sitemap.xml", "en/")):
+        root = ET.parse(sitemap).getroot()
+        locs = [u.findtext("s:loc", namespaces=ns) for u in root.iterfind("s:url", ns)]
+        assert len(locs) >= 10
+        for loc in locs:
+            assert re.match(r"^https://[^/]+/llm-glossary/" + prefix, loc), loc
+            assert prefix or "/llm-glossary/en/" not in loc, loc
+        langs = {link.get("hreflang") for link in root.iterfind("s:url/x:link", ns)}
+        assert langs == {"ko", "en", "x-default"}
+    # no page asks the theme to fetch <page>/sitemap.xml (it does so for every alternate link)
+    assert 'rel="alternate" href' not in (site / "rmsnorm" / "index.html").read_text("utf-8")
+
+
+def test_home_pages_link_the_other_language_relatively(site):
+    ko = (site / "index.html").read_text("utf-8")
+    en = (site / "en" / "index.html").read_text("utf-8")
+    assert '<a href="en/" hreflang="en" class="md-select__link"' in ko
+    assert '<a href="../" hreflang="ko" class="md-select__link"' in en
+    assert not re.search(r'href="/[^/]', ko + en), "an absolute link breaks under a subpath"
+    assert "<title>LLM Glossary</title>" in en
+
+
+def test_interface_text_is_in_the_page_language(site):
+    ko = (site / "matrix-vs-array" / "index.html").read_text("utf-8")
+    en = (site / "en" / "matrix-vs-array" / "index.html").read_text("utf-8")
+    assert ">결과</label>" in ko and ">Result</label>" not in ko and ">Source</label>" not in ko
+    assert ">Result</label>" in en
+    assert "Permanent link" not in ko + en and 'title="이 절의 링크"' in ko and 'title="Link to this section"' in en
+    assert "Made with" not in ko + en
+    assert 'title="어두운 화면으로"' in ko and "Dark mode" not in ko
+    assert 'title="Dark mode"' in en and "어두운 화면으로" not in en
+
+
+def test_api_page_examples_are_code_and_labels_follow_the_language(site):
+    for lang, labels in (("ko", ("매개변수:", "반환값:", "예외:", "예:")), ("en", ("Parameters:", "Returns:", "Raises:", "Examples:"))):
+        html = ((site if lang == "ko" else site / "en") / "api" / "index.html").read_text("utf-8")
+        for label in labels:
+            assert f'<span class="doc-section-title">{label}</span>' in html, (lang, label)
+        assert "<blockquote" not in html, f"{lang}: an Example: section rendered as blockquotes"
+        assert "grad_fn=&lt;MulBackward0&gt;" in html
+        assert not re.search(r"<code[^>]*>(?:(?!</code>).)*<abbr", html, re.S), f"{lang}: a tooltip inside code"
+        for name in ("standardize_stats", "rope_cos_sin", "count_words"):
+            start = html.index(f'{name}" class="doc doc-heading')
+            section = html[html.index(f'doc-section-title">{labels[1]}', start):]
+            table = section[: section.index("</table>")]
+            assert table.count("<tr") == 2, f"{lang}: {name}'s Returns table is split into rows"
