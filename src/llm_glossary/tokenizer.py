@@ -46,6 +46,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .checkpoint import atomic_write_text
+
 __all__ = [
     "ByteFallbackBPE",
     "TokenizerFileError",
@@ -631,7 +633,7 @@ class ByteFallbackBPE:
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer as readable JSON (one piece per line)."""
-        Path(path).write_text(_dumps(self.to_dict()), encoding="utf-8")
+        atomic_write_text(path, _dumps(self.to_dict()))  # temp file + rename: never a torn file
 
     @classmethod
     def load(cls, path: str | Path) -> ByteFallbackBPE:
@@ -715,7 +717,7 @@ class ByteFallbackBPE:
         ``tok.encode_special_tokens = True`` (tokenizers >= 0.15) to read them as plain
         text, as this tokenizer does.
         """
-        Path(path).write_text(_dumps(self.to_hf_dict()), encoding="utf-8")
+        atomic_write_text(path, _dumps(self.to_hf_dict()))
 
     @classmethod
     def from_hf(cls, path: str | Path) -> ByteFallbackBPE:
