@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
+from llm_glossary.checkpoint import atomic_write_text
 from llm_glossary.tokenizer import (
     BEGIN_OF_TEXT,
     CHAT_SPECIALS,
@@ -930,10 +931,4 @@ def save_dialogs(dialogs: Iterable[Dialog], path: str | Path) -> None:
         text = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
     else:
         text = json.dumps({"dialogs": items}, ensure_ascii=False, indent=1) + "\n"
-    _atomic_write_text(path, text)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    from llm_glossary.tokenizer import _atomic_write_text as write
-
-    write(path, text)
+    atomic_write_text(path, text)
