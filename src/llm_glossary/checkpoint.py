@@ -265,10 +265,11 @@ def atomic_folder(path: str | Path, *, carry_over: bool = False) -> Iterator[Pat
       both complete folders beside it, and ``resolve_folder(path)`` (which ``Llama.load``
       uses) returns the newest ``.NAME.new-*``.
 
-    A reader who opens several files of the folder can still straddle a swap (config.json from
-    the old folder, weights from the new one): ``read_folder`` retries such a read, so it
-    returns what one complete folder holds. Two concurrent writers each swap in a complete
-    folder; the last one wins. Leftovers of a crash are hidden names (``.NAME.tmp-*``: never
+    A reader that opens the folder's files one by one by path could still straddle a swap
+    (config.json from the old folder, weights from the new one); ``read_folder`` (which
+    ``Llama.load`` uses) prevents that: on Linux it holds the folder open so every file comes
+    from the same one, elsewhere it repeats a read during which the folder changed. Two
+    concurrent writers each swap in a complete folder; the last one wins. Leftovers of a crash are hidden names (``.NAME.tmp-*``: never
     complete; ``.NAME.new-*`` / ``.NAME.old-*``: complete) that may be deleted at any time.
 
     Args:
