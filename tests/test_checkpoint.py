@@ -489,3 +489,21 @@ def test_llama_load_refuses_tensors_of_a_dtype_the_model_cannot_use(tmp_path):
     save_safetensors({k: v.to(torch.int32) for k, v in model.hf_state_dict().items()}, folder / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"model\.safetensors: tensors of dtype torch.int32; expected one of float32"):
         Llama.load(folder)
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral-tied"])
+def test_strict_validation_still_reads_a_transformers_save_pretrained_folder(tmp_path, kind):
+    transformers = pytest.importorskip("transformers")
+    sizes = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=32)
+    if kind == "llama":
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**sizes)).eval()
+    else:
+        config = transformers.MistralConfig(**sizes, sliding_window=8, tie_word_embeddings=True)
+        hf = transformers.MistralForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = Llama.load(tmp_path / "hf")
+    x = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-5, rtol=1e-4)
+    assert ours.config.tie_embeddings == (kind != "llama")
