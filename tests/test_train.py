@@ -157,8 +157,9 @@ def test_accumulation_equals_one_big_batch_on_unequal_lengths():
     micro = _unequal_micro_batches()
     n = sum(int((y != IGNORE).sum()) for _, y in micro)
     model = tiny_model()
-    accumulate_gradients(model, micro, n_targets=n)
+    loss, count = accumulate_gradients(model, micro)
     accumulated = _grads(model)
+    assert count == n == 41
 
     # the reference: one forward per micro-batch but one loss, the mean over all targets
     reference_model = tiny_model()
@@ -169,6 +170,7 @@ def test_accumulation_equals_one_big_batch_on_unequal_lengths():
     )
     (total / n).backward()
     reference = _grads(reference_model)
+    assert loss == pytest.approx(float(total) / n, rel=1e-6)
     for name in reference:
         assert torch.allclose(accumulated[name], reference[name], rtol=1e-5, atol=1e-7), name
 
