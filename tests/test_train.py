@@ -808,6 +808,16 @@ def _ddp_worker(rank: int, world_size: int, folder: str) -> None:
             save_safetensors(weights(model), Path(folder) / "sft.safetensors")
             save_safetensors(weights(p_model), Path(folder) / "pretrain.safetensors")
             (Path(folder) / "histories.json").write_text(json.dumps([h.to_dict(), hp.to_dict()]))
+            import shutil
+
+            shutil.rmtree(Path(folder) / "ckpt" / "step-00000003")  # as if killed before step 3's save
+        dist.barrier()
+        # resume under DDP: every process reads step 2, and step 3 comes out the same
+        again = chat_model(tok, seed=9)
+        h2 = finetune(again, make_dialogs(), tok, ddp_config(),
+                      checkpoint=Checkpointing(Path(folder) / "ckpt", every=2, resume=True))
+        same = h2.loss == h.loss and all(torch.equal(v, weights(model)[k]) for k, v in weights(again).items())
+        (Path(folder) / f"resumed-{rank}.json").write_text(json.dumps(same))
     finally:
         dist.destroy_process_group()
 
@@ -837,3 +847,5 @@ def test_two_ddp_processes_match_one_process(tmp_path, tok):
     # only process 0 wrote checkpoints, and they are complete
     assert [p.name for p in list_checkpoints(tmp_path / "ckpt")] == ["step-00000002", "step-00000003"]
     assert read_trainer_state(tmp_path / "ckpt" / "step-00000003")["world_size"] == 2
+    # and a resumed DDP run ends bit-identical to the uninterrupted DDP run, on both processes
+    assert [json.loads((tmp_path / f"resumed-{r}.json").read_text()) for r in (0, 1)] == [True, True]
