@@ -33,10 +33,11 @@ from llm_glossary.train import (
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def tiny_model(vocab_size: int = 48, seed: int = 0, max_seq_len: int = 64) -> Llama:
+def tiny_model(vocab_size: int = 48, seed: int = 0, max_seq_len: int = 64, tie: bool = False) -> Llama:
     torch.manual_seed(seed)
     return Llama(LlamaConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                             ffn_hidden=64, max_seq_len=max_seq_len, rope_theta=10000.0))
+                             ffn_hidden=64, max_seq_len=max_seq_len, rope_theta=10000.0,
+                             tie_embeddings=tie))
 
 
 def pattern_tokens(n: int = 6000, period: int = 37) -> torch.Tensor:
@@ -534,8 +535,8 @@ def make_dialogs(n: int = 16, start: int = 0) -> list[Dialog]:
     return out
 
 
-def chat_model(tok, seed: int = 0, max_seq_len: int = 64) -> Llama:
-    return tiny_model(vocab_size=tok.vocab_size, seed=seed, max_seq_len=max_seq_len)
+def chat_model(tok, seed: int = 0, max_seq_len: int = 64, tie: bool = False) -> Llama:
+    return tiny_model(vocab_size=tok.vocab_size, seed=seed, max_seq_len=max_seq_len, tie=tie)
 
 
 def sft_config(**kw) -> TrainConfig:
@@ -635,12 +636,12 @@ def test_long_dialogs_are_truncated_by_whole_exchanges_or_dropped(tok):
 
 def test_finetune_resumes_bit_identically_across_epochs(tmp_path, tok):
     cfg = sft_config(steps=9, batch_size=4, micro_batch_size=2)  # 12 dialogs: 3 steps per epoch
-    whole = chat_model(tok)
+    whole = chat_model(tok, tie=True)  # tied embeddings, as in the walkthrough's recipes
     expected = finetune(whole, make_dialogs(12), tok, cfg)
     with pytest.raises(Crash):
-        finetune(chat_model(tok), make_dialogs(12), tok, cfg, checkpoint=Checkpointing(tmp_path, every=4),
-                 on_step=crash_at(7))
-    resumed = chat_model(tok, seed=3)
+        finetune(chat_model(tok, tie=True), make_dialogs(12), tok, cfg,
+                 checkpoint=Checkpointing(tmp_path, every=4), on_step=crash_at(7))
+    resumed = chat_model(tok, seed=3, tie=True)
     got = finetune(resumed, make_dialogs(12), tok, cfg, checkpoint=Checkpointing(tmp_path, every=4, resume=True))
     assert got.loss == expected.loss
     assert all(torch.equal(v, weights(whole)[k]) for k, v in weights(resumed).items())

@@ -1172,8 +1172,9 @@ def reply(
     ended = False
     try:
         for _ in range(max_new_tokens):
-            with _autocast(dev):
-                logits = model(step_input, caches=caches, last_only=True)
+            # full precision (no autocast): one token at a time is cheap, and the
+            # KV cache keeps the model's dtype
+            logits = model(step_input, caches=caches, last_only=True)  # (1, 1, V)
             next_id = int(_pick(logits[:, -1, :].float(), temperature, None, None, generator)[0])
             ids.append(next_id)
             if next_id == eot:
