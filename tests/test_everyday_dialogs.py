@@ -4,6 +4,7 @@ The files live in the package (``llm_glossary/data/dialogs/everyday/{train,heldo
 and are read here both as plain JSON and, when present, through ``llm_glossary.dialog``.
 """
 
+import glob
 import importlib.resources
 import importlib.util
 import json
@@ -61,6 +62,19 @@ def test_files_are_package_data():
     for split in SPLITS:
         for lang in LANGS:
             assert _path(split, lang).is_file(), f"{split}/{lang}.json missing from the package"
+
+
+def test_pyproject_ships_the_files(root):
+    """A wheel carries the files only if a package-data glob in pyproject.toml matches them."""
+    tomllib = pytest.importorskip("tomllib")  # standard library from Python 3.11
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["llm_glossary"]
+    package = root / "src" / "llm_glossary"
+    shipped = {f for pattern in patterns for f in glob.glob(pattern, root_dir=package)}
+    for split in SPLITS:
+        for lang in LANGS:
+            name = f"data/dialogs/everyday/{split}/{lang}.json"
+            assert name in shipped, f"{name} matches no package-data glob in {patterns}"
 
 
 def test_counts_and_heldout_share(files):
