@@ -192,6 +192,9 @@ def _accessible_name(fig: Any) -> str:
     titles += [ax.get_title() for ax in fig.axes]
     if not any(t.strip() for t in titles):
         titles = [label for ax in fig.axes for label in (ax.get_ylabel(), ax.get_xlabel())]
+    if not any(t.strip() for t in titles):  # last resort: the labels drawn in it, in order
+        texts = [t.get_text().strip() for ax in fig.axes for t in ax.texts if t.get_text().strip()]
+        titles = [" ".join(texts[:12]) + (" …" if len(texts) > 12 else "")] if texts else []
     name = " · ".join(t.replace("\n", " ").strip() for t in titles if t.strip())
     return re.sub(r"\$([^$]*)\$", lambda m: re.sub(r"[\\{}_^]", "", m.group(1)), name)
 
@@ -203,13 +206,13 @@ def svg(fig: Any, *, max_width: str = "100%", alt: str | None = None) -> str:
         fig: a matplotlib Figure.
         max_width: CSS ``max-width`` of the drawing.
         alt: the figure's accessible name (``aria-label``); default: its titles joined,
-            else its axis labels.
+            else its axis labels, else the labels drawn in it.
 
     Returns:
         The SVG markup, without XML prolog, with black replaced by ``currentColor``.
 
     Raises:
-        ValueError: the figure has no titles or axis labels and no ``alt`` was given.
+        ValueError: the figure has no title, axis label or text and no ``alt`` was given.
     """
     import logging
     import warnings
@@ -221,7 +224,7 @@ def svg(fig: Any, *, max_width: str = "100%", alt: str | None = None) -> str:
     name = (alt if alt is not None else _accessible_name(fig)).strip()
     if not name:
         plt.close(fig)
-        raise ValueError("svg(fig): the figure has no title or axis label to name it; pass alt='what it shows'")
+        raise ValueError("svg(fig): the figure has no title, axis label or text to name it; pass alt='what it shows'")
     with plt.rc_context(_rc()), warnings.catch_warnings():
         # Glyph metrics for Hangul may be missing on the build machine; the text stays text
         # and the browser draws it, so the warning is not useful here.
