@@ -153,6 +153,9 @@ EXECUTED_VALUES = {
     "hyangga": ["<0xE6>", "<0xE1>"],  # byte pieces of 東 and of the archaic jamo
     "matrix-vs-array": ["[[1, 4], [9, 16]]", "[[7, 10], [15, 22]]", "PendingDeprecationWarning"],
     "llama3-training": ["8,030,261,248", "7.2"],
+    # the seed's quote named by code point; (ln(1 + 4004·e^-10) + ln 4005) / 2 = 4.2312, the mean of
+    # per-dialog means when one reply is predicted with logit 10 and the other uniformly over 4005 ids
+    "dialog-format": ["line 1, column 2: typographic quote “ (U+201C", "4.2312"],
 }
 
 
