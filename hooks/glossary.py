@@ -133,18 +133,49 @@ def parse_term(data: object, where: str) -> Term:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_entry(path: Path) -> object:
+    if path.is_dir():
+        raise GlossaryError(f"{path}: is a folder; expected a glossary entry file <slug>.yml")
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise GlossaryError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError as exc:
+        raise GlossaryError(f"{path}: not UTF-8 text (byte {exc.start}); expected a UTF-8 YAML file") from None
+    except OSError as exc:
+        raise GlossaryError(f"{path}: cannot read the file ({exc.strerror})") from None
+
+
 def load_glossary(directory: Path) -> Glossary:
-    """Read and validate every ``*.yml`` file in ``directory``, one term per file."""
+    """Read and validate every ``*.yml`` file in ``directory``, one term per file.
+
+    A file that looks like an entry under another name (``*.yaml``, ``*.YML``) is an error,
+    not silently skipped: its term would vanish from the index and every tooltip.
+    """
     directory = Path(directory)
+    misnamed = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".yml", ".yaml") and p.suffix != ".yml")
+    if misnamed:
+        raise GlossaryError(f"{misnamed[0]}: glossary entries must be named <slug>.yml; rename it to {misnamed[0].stem}.yml")
     files = sorted(directory.glob("*.yml"))
     if not files:
         raise GlossaryError(f"no glossary entries (*.yml) found in {directory}")
     terms: list[Term] = []
     for path in files:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise GlossaryError(f"{path}: not valid YAML: {exc}") from None
+        data = _read_entry(path)
         term = parse_term(data, str(path))
         if path.stem != term.slug:
             raise GlossaryError(f"{path}: file name must be the slug: expected {term.slug}.yml")
@@ -159,16 +190,30 @@ def load_glossary(directory: Path) -> Glossary:
     return Glossary(terms)
 
 
+def _resolve(symbol: str) -> None:
+    """Import ``package.module.name`` (or a module path); raise what the import raised."""
+    module_name, _, attr = symbol.rpartition(".")
+    try:
+        getattr(importlib.import_module(module_name), attr)
+    except AttributeError:
+        importlib.import_module(symbol)  # a submodule not imported by its package
+
+
 def check_symbols(glossary: Glossary) -> None:
-    """Every listed symbol must import (module path, then attribute)."""
+    """Every listed symbol must import (module path, then attribute); one error naming the file."""
     for term in glossary.terms:
         for symbol in term.symbols:
-            module_name, _, attr = symbol.rpartition(".")
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", symbol):
+                raise GlossaryError(
+                    f"{term.source}: symbol {symbol!r} must be a dotted path module.name "
+                    "(for example llm_glossary.norm.RMSNorm)")
             try:
-                module = importlib.import_module(module_name)
-                getattr(module, attr)
-            except (ImportError, AttributeError, ValueError) as exc:
-                raise GlossaryError(f"{term.source}: symbol {symbol!r} cannot be imported ({exc})") from None
+                _resolve(symbol)
+            except (Exception, SystemExit) as exc:  # the module itself may raise anything on import
+                reason = " ".join(str(exc).split()) or "no message"
+                raise GlossaryError(
+                    f"{term.source}: symbol {symbol!r} cannot be imported ({type(exc).__name__}: {reason})"
+                ) from None
 
 
 def check_pages(glossary: Glossary, docs_dir: Path) -> None:
@@ -207,12 +252,23 @@ def index_markdown(glossary: Glossary, lang: str) -> str:
     return head + "\n" + "\n".join(rows)
 
 
-# Tags whose text is never annotated: code, links, headings, math, existing abbreviations,
-# and anything a script or a drawing owns.
+# Where a hover definition helps: the first mention of a term in running text. Text inside these
+# elements is never annotated: code, links, headings, math, existing abbreviations, anything a
+# script or a drawing owns, tables (the home page's index, benchmark tables), quotations and
+# citations, tab labels and details summaries.
 _SKIP = {"code", "pre", "a", "abbr", "script", "style", "svg", "h1", "h2", "h3", "h4", "h5", "h6",
-         "kbd", "textarea", "button", "title"}
+         "kbd", "textarea", "button", "title", "table", "cite", "q", "blockquote", "label", "summary",
+         "figcaption", "sup"}
+# Elements skipped by class: KaTeX's source (arithmatex), footnotes (citations), admonition titles,
+# mkdocstrings' signatures.
+_SKIP_CLASS = re.compile(r'\sclass="[^"]*\b(?:arithmatex|footnote|admonition-title|doc-signature)\b')
+# The page pattern's last section lists the sources: paper titles there are citations.
+SOURCES_ANCHORS = {"더-읽기", "sources"}
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+         "track", "wbr"}
 _TAG = re.compile(r"(<!--.*?-->|<[^>]*>)", re.S)
 _TAG_NAME = re.compile(r"^</?\s*([a-zA-Z0-9]+)")
+_ID = re.compile(r'\sid="([^"]*)"')
 
 
 def _term_pattern(glossary: Glossary) -> tuple[re.Pattern[str] | None, dict[str, Term]]:
@@ -228,55 +284,64 @@ def _term_pattern(glossary: Glossary) -> tuple[re.Pattern[str] | None, dict[str,
     return re.compile(rf"(?<![A-Za-z0-9_])({alternation})(?![A-Za-z0-9_])", re.I), lookup
 
 
-def annotate_html(content: str, glossary: Glossary, lang: str, *, skip_slug: str | None = None) -> str:
-    """Wrap term mentions in ``<abbr title=...>`` outside code, links, headings and math."""
+def annotate_html(
+    content: str, glossary: Glossary, lang: str, *, skip_slug: str | None = None, page_slug: str | None = None
+) -> str:
+    """Wrap the first mention of each term in running text in ``<abbr title=...>``.
+
+    A term is marked once per page, at its first mention outside code, links, headings, math,
+    tables, quotations and citations (footnotes, ``<cite>``, the "Sources" section). On the page
+    that explains a term (``page_slug`` equal to the term's page) the term is not marked at all:
+    the page itself is its definition. ``skip_slug`` leaves one more term unmarked.
+    """
     pattern, lookup = _term_pattern(glossary)
     if pattern is None:
         return content
+    unmarked = {t.slug for t in glossary.terms if page_slug is not None and t.page_slug == page_slug}
+    if skip_slug:
+        unmarked.add(skip_slug)
     out: list[str] = []
-    stack: list[str] = []  # open skip-tags
-    math_depth = 0  # arithmatex spans/divs hold TeX source for KaTeX: leave it alone
-    div_span_stack: list[bool] = []
+    stack: list[tuple[str, bool]] = []  # open elements and whether each one is skipped
+    skipped = 0  # how many open elements are skipped
+    in_sources = False
+
+    def wrap(m: re.Match[str]) -> str:
+        term = lookup[html.unescape(m.group(1)).casefold()]
+        if term.slug in unmarked:
+            return m.group(0)
+        unmarked.add(term.slug)  # once per page
+        title = html.escape(f"{term.label(lang)}: {term.definition[lang]}", quote=True)
+        return f'<abbr title="{title}">{m.group(1)}</abbr>'
+
     for piece in _TAG.split(content):
         if not piece:
             continue
         if piece.startswith("<"):
             out.append(piece)
-            if piece.startswith("<!--"):
-                continue
             m = _TAG_NAME.match(piece)
-            if not m:
+            if piece.startswith("<!--") or not m:
                 continue
             name = m.group(1).lower()
-            closing = piece.startswith("</")
-            self_closing = piece.endswith("/>")
-            if name in ("span", "div"):
-                if closing:
-                    if div_span_stack and div_span_stack.pop():
-                        math_depth -= 1
-                elif not self_closing:
-                    is_math = "arithmatex" in piece
-                    div_span_stack.append(is_math)
-                    math_depth += is_math
-            elif name in _SKIP and not self_closing:
-                if closing:
-                    if name in stack:
-                        while stack and stack.pop() != name:
-                            pass
-                else:
-                    stack.append(name)
+            if piece.startswith("</"):
+                if any(open_name == name for open_name, _ in stack):
+                    while stack:
+                        open_name, was_skipped = stack.pop()
+                        skipped -= was_skipped
+                        if open_name == name:
+                            break
+                continue
+            if piece.endswith("/>") or name in _VOID:
+                continue
+            if name == "h2":
+                anchor = _ID.search(piece)
+                in_sources = bool(anchor) and anchor.group(1) in SOURCES_ANCHORS
+            skip = name in _SKIP or bool(_SKIP_CLASS.search(piece))
+            stack.append((name, skip))
+            skipped += skip
             continue
-        if stack or math_depth:
+        if skipped or in_sources:
             out.append(piece)
             continue
-
-        def wrap(m: re.Match[str]) -> str:
-            term = lookup[html.unescape(m.group(1)).casefold()]
-            if term.slug == skip_slug:
-                return m.group(0)
-            title = html.escape(f"{term.label(lang)}: {term.definition[lang]}", quote=True)
-            return f'<abbr title="{title}">{m.group(1)}</abbr>'
-
         out.append(pattern.sub(wrap, piece))
     return "".join(out)
 
@@ -317,4 +382,6 @@ def on_page_content(content, page, config, files):
     glossary = _state.get("glossary")
     if glossary is None:
         return content
-    return annotate_html(content, glossary, _page_lang(page, config))
+    name = page.file.src_uri.rsplit("/", 1)[-1]
+    slug = re.sub(r"\.(?:ko|en)\.md$|\.md$", "", name)
+    return annotate_html(content, glossary, _page_lang(page, config), page_slug=slug)

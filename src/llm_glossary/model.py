@@ -20,9 +20,10 @@ Shapes: idx (B, T) token ids; activations (B, T, C); logits (B, T, V).
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
-import struct
+import operator
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable
@@ -31,7 +32,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import finite_number as _finite_number
 from ._checks import positive_int as _positive_int
+from .checkpoint import (
+    CheckpointError,
+    atomic_folder,
+    atomic_write_json,
+    check_shapes,
+    load_safetensors,
+    read_folder,
+    read_json,
+    read_safetensors_header,
+    save_safetensors,
+)
 from .attention import KVCache, RollingKVCache, SelfAttention
 from .norm import RMSNorm
 from .position import rope_cos_sin
@@ -49,10 +62,6 @@ __all__ = [
 ]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, malformed, or does not fit the configuration."""
-
-
 # --8<-- [start:ffn_rule]
 def llama_ffn_hidden(
     dim: int, multiplier: float | None = None, multiple_of: int = 256
@@ -64,7 +73,7 @@ def llama_ffn_hidden(
     by 2/3 to keep the parameter count, then rounds up to a multiple of
     ``multiple_of``.
 
-    Example:
+    Examples:
         >>> llama_ffn_hidden(4096, 1.3, 1024)  # Llama 3 8B
         14336
     """
@@ -143,10 +152,13 @@ class LlamaConfig:
                 self.dim, self.ffn_multiplier, self.multiple_of
             )
         _positive_int(self.ffn_hidden, "ffn_hidden")
-        if not self.norm_eps > 0:
-            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps!r}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta!r}")
+        _finite_number(self.norm_eps, "norm_eps")
+        _finite_number(self.rope_theta, "rope_theta")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(
+                "tie_embeddings must be True or False, "
+                f"got {self.tie_embeddings!r}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -193,7 +205,7 @@ def count_parameters(config: LlamaConfig) -> int:
     """Number of parameters, from the configuration alone (nothing is
     allocated).
 
-    Example:
+    Examples:
         >>> count_parameters(LlamaConfig.from_preset("llama3-8b"))
         8030261248
     """
@@ -385,13 +397,16 @@ class Llama(nn.Module):
             tokens.
         """
         _check_sampling(max_new_tokens, temperature, top_k, top_p)
-        stop = torch.tensor(
-            sorted(set(int(t) for t in stop_tokens)),
-            dtype=torch.long,
-            device=idx.device,
-        )
         self._check_idx(idx, None)
+        stop = torch.tensor(
+            self._stop_ids(stop_tokens), dtype=torch.long, device=idx.device
+        )
         B, T = idx.shape
+        if B == 0:
+            raise ValueError(
+                "expected at least one prompt, got a batch of 0 "
+                f"(idx of shape {tuple(idx.shape)})"
+            )
         if T + max_new_tokens > self.config.max_seq_len:
             raise ValueError(
                 f"prompt of {T} tokens + max_new_tokens={max_new_tokens} "
@@ -399,6 +414,19 @@ class Llama(nn.Module):
             )
         was_training = self.training
         self.eval()
+        try:
+            return self._generate(
+                idx, max_new_tokens, temperature, top_k, top_p, stop,
+                generator, use_cache,
+            )
+        finally:
+            self.train(was_training)  # even when interrupted or failing
+
+    def _generate(
+        self, idx, max_new_tokens, temperature, top_k, top_p, stop,
+        generator, use_cache,
+    ) -> torch.Tensor:
+        B, T = idx.shape
         caches = self.new_caches(B, T + max_new_tokens) if use_cache else None
         out = idx
         finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
@@ -423,10 +451,26 @@ class Llama(nn.Module):
                 if bool(finished.all()):
                     break
         # --8<-- [end:decode_loop]
-        self.train(was_training)
         return out
 
     # --8<-- [end:generate]
+
+    def _stop_ids(self, stop_tokens) -> list[int]:
+        V = self.config.vocab_size
+        if isinstance(stop_tokens, (str, bytes)) or not isinstance(stop_tokens, Iterable):
+            raise ValueError(f"stop_tokens must be a list of token ids, got {type(stop_tokens).__name__} {stop_tokens!r}")
+        ids = []
+        for t in stop_tokens:
+            try:
+                if isinstance(t, bool) or (isinstance(t, torch.Tensor) and t.dtype == torch.bool):
+                    raise TypeError
+                i = operator.index(t)  # ints, NumPy ints, 0-d integer tensors; never 45.7 or "3"
+            except TypeError:
+                i = None
+            if i is None or not 0 <= i < V:
+                raise ValueError(f"stop token {t!r} is not a token id: expected ints in 0 .. {V - 1}")
+            ids.append(i)
+        return sorted(set(ids))
 
     # ------------------------------------------------------------------ Hugging Face interop
 
@@ -441,8 +485,11 @@ class Llama(nn.Module):
                 out["model." + name] = tensor
         return out
 
-    def load_hf_state_dict(self, state: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
-        """Load weights named as by Hugging Face; every tensor's shape is checked by name."""
+    def load_hf_state_dict(self, state: dict[str, torch.Tensor], *, source: str = "checkpoint", assign: bool = False) -> None:
+        """Load weights named as by Hugging Face; every tensor's shape is checked by name.
+
+        With ``assign`` the tensors become the parameters (for a model built on the meta device).
+        """
         own = self.state_dict()
         expected = {("model." + k if k != "lm_head.weight" else k): v for k, v in own.items()}
         if self.config.tie_embeddings:
@@ -465,7 +512,9 @@ class Llama(nn.Module):
             renamed[name[len("model.") :] if name.startswith("model.") else name] = got
         if self.config.tie_embeddings:
             renamed["lm_head.weight"] = renamed["embed_tokens.weight"]
-        self.load_state_dict(renamed)
+        self.load_state_dict(renamed, assign=assign)
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
 
     @classmethod
     def from_transformers(cls, hf_model) -> "Llama":
@@ -494,43 +543,104 @@ class Llama(nn.Module):
     # ------------------------------------------------------------------ files
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` (Hugging Face style) and ``model.safetensors`` into a folder."""
+        """Write ``config.json`` (Hugging Face style) and ``model.safetensors`` into a folder.
+
+        The folder is replaced as a whole (``checkpoint.atomic_folder``): a reader, or a crash,
+        sees the previous checkpoint or this one, never config.json of one and weights of the
+        other. Other files already in the folder (a tokenizer, a README) are kept.
+        """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         hf = config_to_hf_dict(self.config)
         hf["torch_dtype"] = str(self.lm_head.weight.dtype).removeprefix("torch.")
-        (folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
-        save_safetensors(self.hf_state_dict(), folder / "model.safetensors", metadata={"format": "pt"})
+        state = self.hf_state_dict()
+        with atomic_folder(folder, carry_over=True) as tmp:
+            atomic_write_json(tmp / "config.json", hf)
+            save_safetensors(state, tmp / "model.safetensors", metadata={"format": "pt"})
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, *, device: torch.device | str | None = None) -> "Llama":
-        """Read a folder written by ``save`` (or a Llama/Mistral ``save_pretrained`` folder)."""
-        folder = Path(folder)
+        """Read a folder written by ``save`` (or a Llama/Mistral ``save_pretrained`` folder).
+
+        Nothing is allocated before config.json is validated and every tensor's name and shape
+        in the safetensors header matches what the config implies; the model is then built on
+        the meta device and takes the loaded tensors in place.
+        """
+        return read_folder(folder, lambda f: cls._load_folder(f, device))
+
+    @classmethod
+    def _load_folder(cls, folder: Path, device) -> "Llama":
         config_path = folder / "config.json"
-        try:
-            hf = json.loads(config_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CheckpointError(f"{config_path}: no such file") from None
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{config_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        config = config_from_hf_dict(hf, source=str(config_path))
+        config = config_from_hf_dict(read_json(config_path), source=str(config_path))
         weights = folder / "model.safetensors"
-        state = load_safetensors(weights)
-        dtypes = {t.dtype for t in state.values()}
-        model = cls(config).to(dtypes.pop() if len(dtypes) == 1 else torch.float32)
-        model.load_hf_state_dict(state, source=str(weights))
+        infos = read_safetensors_header(weights)
+        layers = {int(m.group(1)) for m in map(_LAYER.match, infos) if m}
+        if layers != set(range(config.n_layers)):  # before listing n_layers × 9 expected names
+            held = f"layers 0 … {max(layers)}" if layers == set(range(len(layers))) and layers else f"{len(layers)} layers"
+            raise CheckpointError(
+                f"{weights}: holds {held}, but {config_path} says num_hidden_layers={config.n_layers}"
+            )
+        expected = hf_tensor_shapes(config)
+        if config.tie_embeddings and "lm_head.weight" in infos:  # transformers ignores it too
+            expected["lm_head.weight"] = expected["model.embed_tokens.weight"]
+        for name in infos:
+            if name.endswith("rotary_emb.inv_freq"):  # older transformers saved this buffer
+                expected[name] = infos[name].shape
+        check_shapes(infos, expected, str(weights))
+        dtypes = {info.dtype for info in infos.values()}
+        bad = sorted(str(d) for d in dtypes - _MODEL_DTYPES)
+        if bad:
+            raise CheckpointError(f"{weights}: tensors of dtype {bad[0]}; expected one of float32, float16, bfloat16, float64")
+        state = load_safetensors(weights, expected=expected)
+        # Every shape now matches the file, so the model is no larger than the file. A large one
+        # is built on the meta device (no memory, no random init) and takes the tensors in place;
+        # a small one is built directly (the meta device's first use costs about a second).
+        big = count_parameters(config) > _META_ABOVE
+        with torch.device("meta") if big else contextlib.nullcontext():
+            model = cls(config)
+        dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+        state = {k: v.to(dtype) for k, v in state.items()}
+        model.load_hf_state_dict(state, source=str(weights), assign=True)
         return model.to(device) if device is not None else model
+
+
+_META_ABOVE = 20_000_000  # parameters; above this Llama.load builds the model on the meta device
+_LAYER = re.compile(r"model\.layers\.(0|[1-9][0-9]{0,8})\.")
+_MODEL_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.float64}
+
+
+def hf_tensor_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor's Hugging Face name and shape for a configuration (nothing is allocated)."""
+    C, V, F_ = config.dim, config.vocab_size, config.ffn_hidden
+    q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
+    shapes = {"model.embed_tokens.weight": (V, C)}
+    for i in range(config.n_layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (C,),
+            p + "self_attn.q_proj.weight": (q, C),
+            p + "self_attn.k_proj.weight": (kv, C),
+            p + "self_attn.v_proj.weight": (kv, C),
+            p + "self_attn.o_proj.weight": (C, q),
+            p + "post_attention_layernorm.weight": (C,),
+            p + "mlp.gate_proj.weight": (F_, C),
+            p + "mlp.up_proj.weight": (F_, C),
+            p + "mlp.down_proj.weight": (C, F_),
+        })
+    shapes["model.norm.weight"] = (C,)
+    if not config.tie_embeddings:
+        shapes["lm_head.weight"] = (V, C)
+    return shapes
 
 
 def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if not (isinstance(temperature, (int, float)) and temperature >= 0 and math.isfinite(temperature)):
+    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and temperature >= 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if top_k is not None:
         _positive_int(top_k, "top_k")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+    if top_p is not None and (isinstance(top_p, bool) or not (isinstance(top_p, (int, float)) and 0 < top_p <= 1)):
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
@@ -546,7 +656,10 @@ def _pick(
     a sample."""
     if temperature == 0:
         return logits.argmax(dim=-1)  # greedy
-    logits = logits / temperature
+    scaled = logits / temperature
+    if bool((~torch.isfinite(scaled) & torch.isfinite(logits)).any()):  # a tiny temperature overflowed
+        scaled = (logits.double() - logits.double().amax(dim=-1, keepdim=True)) / temperature
+    logits = scaled
     if top_k is not None and top_k < logits.shape[-1]:
         # (B, 1): the k-th largest
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -593,46 +706,82 @@ def config_to_hf_dict(config: LlamaConfig) -> dict:
     }
 
 
+def _hf_int(hf: dict, key: str, source: str, default=None, *, required: bool = True, nullable: bool = False):
+    if key not in hf or (nullable and hf[key] is None):
+        if required and key not in hf:
+            raise CheckpointError(f"{source}: missing field {key!r} (a positive integer)")
+        return default
+    value = hf[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise CheckpointError(f"{source}: field {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _hf_float(d: dict, key: str, source: str, default: float) -> float:
+    value = d.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise CheckpointError(f"{source}: field {key!r} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _hf_bool(hf: dict, key: str, source: str) -> bool:
+    value = hf.get(key, False)
+    if not isinstance(value, bool):
+        raise CheckpointError(f"{source}: field {key!r} must be true or false, got {value!r}")
+    return value
+
+
 def config_from_hf_dict(hf: dict, *, source: str = "config") -> LlamaConfig:
-    """Read a Llama/Mistral config.json dictionary; refuse what this model cannot represent."""
+    """Read a Llama/Mistral config.json dictionary strictly; refuse what this model cannot represent.
+
+    Sizes must be positive integers, floats finite and positive, flags true or false; every
+    error is a CheckpointError naming ``source`` and the field.
+    """
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{source}: the top level must be a JSON object, got {type(hf).__name__}")
     model_type = hf.get("model_type")
     if model_type not in ("llama", "mistral"):
         raise CheckpointError(f"{source}: model_type must be 'llama' or 'mistral', got {model_type!r}")
+    vocab = _hf_int(hf, "vocab_size", source)
+    dim = _hf_int(hf, "hidden_size", source)
+    ffn = _hf_int(hf, "intermediate_size", source)
+    layers = _hf_int(hf, "num_hidden_layers", source)
+    heads = _hf_int(hf, "num_attention_heads", source)
+    kv_heads = _hf_int(hf, "num_key_value_heads", source, heads, required=False, nullable=True)
+    max_len = _hf_int(hf, "max_position_embeddings", source, 2048, required=False)
+    rope = {}
+    for key in ("rope_scaling", "rope_parameters"):  # rope_parameters (transformers >= 5) wins
+        value = hf.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(f"{source}: field {key!r} must be an object or null, got {value!r}")
+        if value:
+            kind = value.get("rope_type", value.get("type", "default"))
+            if kind != "default":
+                raise CheckpointError(f"{source}: {key}.rope_type {kind!r} is not supported (only the default RoPE)")
+            rope.update(value)
+    theta_source = rope if "rope_theta" in rope else hf
+    theta = _hf_float(theta_source, "rope_theta", source, 10000.0)
+    eps = _hf_float(hf, "rms_norm_eps", source, 1e-6)
+    if dim % heads:
+        raise CheckpointError(f"{source}: hidden_size={dim} must be divisible by num_attention_heads={heads}")
+    head_dim = _hf_int(hf, "head_dim", source, dim // heads, required=False, nullable=True)
+    if head_dim != dim // heads:
+        raise CheckpointError(f"{source}: head_dim={head_dim} differs from hidden_size / num_attention_heads = {dim // heads}")
+    for flag in ("attention_bias", "mlp_bias"):
+        if _hf_bool(hf, flag, source):
+            raise CheckpointError(f"{source}: {flag}=true is not supported")
+    tied = _hf_bool(hf, "tie_word_embeddings", source)
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+        raise CheckpointError(f"{source}: field 'hidden_act' must be 'silu', got {act!r}")
+    window = _hf_int(hf, "sliding_window", source, None, required=False, nullable=True) if model_type == "mistral" else None
     try:
-        dim, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
-        rope = hf.get("rope_parameters") or {}
-        if isinstance(hf.get("rope_scaling"), dict) and hf["rope_scaling"].get("rope_type", hf["rope_scaling"].get("type")) not in (None, "default"):
-            rope = {**hf["rope_scaling"], **rope}
-        if rope.get("rope_type", "default") != "default":
-            raise CheckpointError(f"{source}: RoPE scaling {rope.get('rope_type')!r} is not supported (only the default RoPE)")
-        theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
-        head_dim = hf.get("head_dim") or dim // heads
-        if head_dim != dim // heads:
-            raise CheckpointError(f"{source}: head_dim={head_dim} differs from hidden_size / num_attention_heads = {dim // heads}")
-        for flag in ("attention_bias", "mlp_bias"):
-            if hf.get(flag):
-                raise CheckpointError(f"{source}: {flag}=true is not supported")
-        if hf.get("hidden_act", "silu") != "silu":
-            raise CheckpointError(f"{source}: hidden_act must be 'silu', got {hf['hidden_act']!r}")
-        window = hf.get("sliding_window") if model_type == "mistral" else None
         return LlamaConfig(
-            vocab_size=int(hf["vocab_size"]),
-            dim=dim,
-            n_layers=int(hf["num_hidden_layers"]),
-            n_heads=heads,
-            n_kv_heads=int(hf.get("num_key_value_heads") or heads),
-            ffn_hidden=int(hf["intermediate_size"]),
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(theta),
-            max_seq_len=int(hf.get("max_position_embeddings", 2048)),
-            sliding_window=int(window) if window else None,
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            vocab_size=vocab, dim=dim, n_layers=layers, n_heads=heads, n_kv_heads=kv_heads,
+            ffn_hidden=ffn, norm_eps=eps, rope_theta=theta, max_seq_len=max_len,
+            sliding_window=window, tie_embeddings=tied,
         )
-    except KeyError as e:
-        raise CheckpointError(f"{source}: missing field {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
-        if isinstance(e, CheckpointError):
-            raise
+    except ValueError as e:
         raise CheckpointError(f"{source}: {e}") from None
 
 
@@ -651,87 +800,3 @@ def config_to_transformers(config: LlamaConfig):
     hf = cls(**kwargs)
     hf._attn_implementation = "sdpa"
     return hf
-
-
-# ---------------------------------------------------------------------- safetensors
-
-_ST_DTYPES = {
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.float64: "F64",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
-
-
-# --8<-- [start:safetensors]
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write tensors in the safetensors format: an 8-byte header size, a JSON header, raw bytes.
-
-    The file is written to a temporary name first and renamed, so an interrupted save
-    never leaves a half-written checkpoint in place of a good one.
-    """
-    path = Path(path)
-    header: dict[str, object] = {"__metadata__": dict(metadata or {})}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        if t.dtype not in _ST_DTYPES:
-            raise ValueError(f"tensor {name} has dtype {t.dtype}, which safetensors cannot store here")
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""  # little-endian raw bytes
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    head += b" " * (-len(head) % 8)  # pad so the data starts 8-byte aligned
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for data in blobs:
-            f.write(data)
-    tmp.replace(path)
-
-
-def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (no pickle: only a JSON header and raw tensor bytes)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    if len(raw) < 8:
-        raise CheckpointError(f"{path}: too short to be a safetensors file ({len(raw)} bytes)")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > len(raw) - 8:
-        raise CheckpointError(f"{path}: header size {n} exceeds the file ({len(raw)} bytes): not a safetensors file")
-    try:
-        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: header is not valid JSON: not a safetensors file") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: header must be a JSON object")
-    header.pop("__metadata__", None)
-    data = memoryview(raw)[8 + n :]
-    out = {}
-    for name, info in header.items():
-        try:
-            dtype = _ST_NAMES[info["dtype"]]
-            shape = [int(s) for s in info["shape"]]
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: tensor {name}: malformed header entry {info!r}") from None
-        itemsize = torch.empty(0, dtype=dtype).element_size()
-        if not 0 <= begin <= end <= len(data) or end - begin != math.prod(shape) * itemsize:
-            raise CheckpointError(f"{path}: tensor {name}: byte range {begin}..{end} does not fit shape {shape} {info['dtype']}")
-        buf = bytearray(data[begin:end])
-        t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
-        out[name] = t.view(dtype).reshape(shape)
-    return out
-# --8<-- [end:safetensors]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import positive_int
+from ._checks import finite_number, positive_int
 
 __all__ = ["RMSNorm", "rms", "layer_norm", "standardize_stats"]
 
@@ -40,12 +40,13 @@ def rms(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     Returns:
         Tensor of shape (..., 1).
 
-    Example:
+    Examples:
         >>> # sqrt((4 + 16 + 36 + 64) / 4) = sqrt(30)
         >>> rms(torch.tensor([2.0, 4.0, 6.0, 8.0]))
         tensor([5.4772])
     """
     _check_float(x)
+    finite_number(eps, "rms eps", strict=False)
     return torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)  # (..., 1)
 # --8<-- [end:rms]
 
@@ -64,7 +65,7 @@ class RMSNorm(nn.Module):
         dim: size C of the last dimension (the features of one token vector).
         eps: small constant inside the square root, for numerical safety.
 
-    Example:
+    Examples:
         >>> norm = RMSNorm(4)
         >>> norm(torch.tensor([2.0, 4.0, 6.0, 8.0]))  # weight starts at 1
         tensor([0.3651, 0.7303, 1.0954, 1.4606], grad_fn=<MulBackward0>)
@@ -73,8 +74,7 @@ class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
         positive_int(dim, "RMSNorm dim")
-        if not eps >= 0:
-            raise ValueError(f"RMSNorm eps must be >= 0, got {eps!r}")
+        finite_number(eps, "RMSNorm eps", strict=False)
         self.dim = dim
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))  # learnable gain g, (C,)
@@ -114,11 +114,12 @@ def layer_norm(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     Returns:
         Tensor of shape (..., C).
 
-    Example:
+    Examples:
         >>> layer_norm(torch.tensor([2.0, 4.0, 6.0, 8.0]))
         tensor([-1.3416, -0.4472,  0.4472,  1.3416])
     """
     _check_float(x)
+    finite_number(eps, "layer_norm eps", strict=False)
     mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
     # population variance, (..., 1)
     var = x.var(dim=-1, keepdim=True, unbiased=False)
@@ -136,7 +137,7 @@ def standardize_stats(x: torch.Tensor) -> dict[str, float]:
         A dict with the mean, the population standard deviation (divide by n), the
         sample standard deviation (divide by n - 1) and the RMS.
 
-    Example:
+    Examples:
         >>> s = standardize_stats(torch.tensor([2.0, 4.0, 6.0, 8.0]))
         >>> round(s["std_population"], 3), round(s["std_sample"], 3), round(s["rms"], 3)
         (2.236, 2.582, 5.477)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ._checks import even_int as _even_dim
+from ._checks import finite_number as _finite_number
 from ._checks import positive_int as _positive_int
 
 __all__ = [
@@ -58,13 +59,14 @@ def sinusoidal_positions(
     Returns:
         tensor of shape (max_len, dim).
 
-    Example:
+    Examples:
         >>> # sin 1, cos 1, sin 0.01, cos 0.01
         >>> sinusoidal_positions(3, 4, dtype=torch.float64)[1]
         tensor([0.8415, 0.5403, 0.0100, 1.0000], dtype=torch.float64)
     """
     _positive_int(max_len, "max_len")
     _even_dim(dim, "dim")
+    _finite_number(base, "base")
     # (max_len, 1)
     position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
     # (dim/2,)
@@ -89,7 +91,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
         max_len: longest sequence the table covers.
         dim: embedding width C.
 
-    Example:
+    Examples:
         >>> emb = SinusoidalPositionalEmbedding(max_len=8, dim=4)
         >>> # zero embeddings: what is left is position 1
         >>> emb(torch.zeros(1, 2, 4))[0, 1]
@@ -130,6 +132,11 @@ class SinusoidalPositionalEmbedding(nn.Module):
                 f"expected embeddings of width {self.dim}, got shape "
                 f"{tuple(x.shape)}"
             )
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise ValueError(
+                "offset must be an int >= 0 (the position of the first "
+                f"token), got {offset!r}"
+            )
         if offset < 0 or offset + T > self.max_len:
             raise ValueError(
                 f"positions {offset}..{offset + T - 1} exceed "
@@ -154,13 +161,12 @@ def rope_frequencies(
     radians: the first pair fastest (one radian per token), the last pair
     slowest.
 
-    Example:
+    Examples:
         >>> rope_frequencies(4, theta=10000.0)
         tensor([1.0000, 0.0100])
     """
     _even_dim(head_dim, "head_dim")
-    if not theta > 0:
-        raise ValueError(f"theta must be > 0, got {theta!r}")
+    _finite_number(theta, "theta")
     exponent = (
         torch.arange(0, head_dim, 2, dtype=torch.int64).to(dtype) / head_dim
     )
@@ -221,7 +227,7 @@ def apply_rope(
     Returns:
         Tensor shaped and typed like x.
 
-    Example:
+    Examples:
         >>> q = torch.tensor([[[[1.0, 0.0]]]])  # one head, one token, D = 2
         >>> # turned by 1 radian: (cos 1, sin 1)
         >>> apply_rope(q, torch.tensor([1]))
@@ -233,6 +239,12 @@ def apply_rope(
         )
         raise ValueError(
             f"apply_rope expects x of shape (B, H, T, D), got {got}"
+        )
+    # integer x would get cos/sin cast to integers (0 and 1)
+    if not torch.is_floating_point(x):
+        raise ValueError(
+            "apply_rope expects floating-point queries or keys, "
+            f"got dtype {x.dtype}"
         )
     B, H, T, D = x.shape
     positions = _check_positions(positions)

@@ -6,7 +6,8 @@ tokenizers (sentencepiece, Kudo & Richardson, 2018, arXiv:1808.06226) add two th
 
 * **Whitespace as a symbol.** Every space becomes "▁" (U+2581) and one "▁" is prepended, so
   ``"Hello world"`` is seen as ``"▁Hello▁world"``. Words start at a "▁" and merges never
-  cross words.
+  cross words, line breaks or other whitespace; no piece is longer than 16 characters
+  (sentencepiece's ``max_sentencepiece_length``).
 * **Byte fallback.** The 256 pieces ``<0x00>`` … ``<0xFF>`` are always in the vocabulary.
   A character that is not a piece is written as its UTF-8 bytes, one piece per byte, so
   encoding never needs ``<unk>`` and ``decode(encode(s)) == s``.
@@ -46,6 +47,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .checkpoint import _no_duplicates, _reject_constant, atomic_write_text
+
 __all__ = [
     "ByteFallbackBPE",
     "TokenizerFileError",
@@ -60,6 +63,7 @@ __all__ = [
     "BYTE_PIECES",
     "DUMMY_PREFIXES",
     "corpus_tokenizer",
+    "CHAT_SPECIALS",
 ]
 
 SPACE = "\u2581"  # "▁", sentencepiece's visible space
@@ -67,11 +71,21 @@ UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
 BYTE_PIECES = tuple(f"<0x{b:02X}>" for b in range(256))
 _RESERVED = frozenset(SPECIALS) | frozenset(BYTE_PIECES)
+# The chat special tokens of the Llama 3 layout plus a padding token (llm_glossary.dialog).
+BEGIN_OF_TEXT, START_HEADER, END_HEADER = "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>"
+EOT, PAD = "<|eot_id|>", "<|pad|>"
+CHAT_SPECIALS = (BEGIN_OF_TEXT, START_HEADER, END_HEADER, EOT, PAD)
 FORMAT = "llm-glossary-bpe"
 FORMAT_VERSION = 1
 DUMMY_PREFIXES = ("always", "if_missing")
 
 _WORD_RE = re.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")
+# Training words: a "▁" and what follows up to the next "▁" or whitespace. Other whitespace
+# (line breaks, tabs, ideographic spaces) separates words: no piece spans it.
+_TRAIN_WORD_RE = re.compile(rf"{SPACE}[^{SPACE}\s]*|[^{SPACE}\s]+")
+_OTHER_SPACE_RE = re.compile(r"[^\S ]")  # whitespace except " " (which normalize turns into "▁")
+MAX_PIECE_LENGTH = 16  # characters, as sentencepiece's max_sentencepiece_length default
+_MAX_SEGMENT = 64  # training cuts longer runs (text without spaces) into chunks of this size
 
 
 class TokenizerFileError(ValueError):
@@ -108,7 +122,7 @@ def normalize(text: str, dummy_prefix: str = "always") -> str:
 
     The empty string stays empty (Hugging Face does the same).
 
-    Example:
+    Examples:
         >>> normalize("Hello  world")
         '▁Hello▁▁world'
         >>> normalize(" x"), normalize(" x", "if_missing")
@@ -125,7 +139,7 @@ def normalize(text: str, dummy_prefix: str = "always") -> str:
 def split_words(normalized: str) -> list[str]:
     """Split normalized text so that every word starts at a "▁".
 
-    Example:
+    Examples:
         >>> split_words("▁Hello▁▁world")
         ['▁Hello', '▁', '▁world']
     """
@@ -136,7 +150,7 @@ def split_words(normalized: str) -> list[str]:
 def byte_fallback(char: str) -> list[str]:
     """The byte pieces of one character: its UTF-8 bytes, one piece per byte.
 
-    Example:
+    Examples:
         >>> byte_fallback("한")  # U+D55C is three bytes in UTF-8
         ['<0xED>', '<0x95>', '<0x9C>']
     """
@@ -149,7 +163,12 @@ def count_words(
 ) -> tuple[Counter, list[str]]:
     """Count the training words once and choose the alphabet.
 
-    Each text is normalized and split into words. Characters (including "▁") are counted;
+    Each text is normalized as :meth:`ByteFallbackBPE.encode` normalizes it and split into
+    words: a word starts at "▁" and ends before the next "▁" or whitespace character. Line
+    breaks and other whitespace (a tab, an ideographic space) separate words: no piece spans
+    them, so text without spaces is cut at every line. They still count as characters, so a
+    frequent "\\n" gets its own piece instead of byte pieces. Characters (including "▁") are
+    counted;
     the most frequent are kept until their share of all characters reaches
     ``character_coverage`` (sentencepiece's rule: a character is added while the share
     covered before it is below the target). "▁" is always kept. Characters outside the
@@ -162,17 +181,33 @@ def count_words(
 
     Returns:
         (segments, alphabet): a Counter of alphabet-only segments (str -> count) and the
-        alphabet, most frequent first (ties: by code point).
+        alphabet, most frequent first (ties: by code point). A segment longer than 64
+        characters (only text without spaces has one) is cut into 64-character chunks, so
+        training stays linear in such text; the pair across a cut is not counted.
+
+    Raises:
+        TypeError: ``texts`` is not a str or an iterable of str, or ``character_coverage``
+            is not a number.
+        ValueError: ``character_coverage`` outside (0, 1], or a text with a lone surrogate.
     """
+    if not isinstance(character_coverage, (int, float)) or isinstance(character_coverage, bool):
+        raise TypeError(
+            f"character_coverage must be a number in (0, 1], got {type(character_coverage).__name__} "
+            f"{character_coverage!r}")
     if not 0 < character_coverage <= 1:
         raise ValueError(f"character_coverage must be in (0, 1], got {character_coverage!r}")
     if isinstance(texts, str):
         texts = [texts]
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise TypeError(
+            f"training texts must be a str or an iterable of str, got {type(texts).__name__}")
     words: Counter = Counter()
+    spaces: Counter = Counter()
     for i, text in enumerate(texts):
         _check_text(text, f"training text {i}")
-        words.update(split_words(normalize(text)))
-    chars: Counter = Counter()
+        spaces.update(_OTHER_SPACE_RE.findall(text))
+        words.update(_TRAIN_WORD_RE.findall(normalize(text)))
+    chars: Counter = Counter(spaces)  # whitespace: in the alphabet if frequent, never merged
     for word, n in words.items():
         for ch in word:
             chars[ch] += n
@@ -188,19 +223,24 @@ def count_words(
         alphabet.append(SPACE)
     keep = set(alphabet)
     segments: Counter = Counter()
+
+    def add(segment: str, n: int) -> None:
+        for start in range(0, len(segment), _MAX_SEGMENT):
+            segments[segment[start : start + _MAX_SEGMENT]] += n
+
     for word, n in words.items():
         if set(word) <= keep:
-            segments[word] += n
+            add(word, n)
         else:
             run = []
             for ch in word:
                 if ch in keep:
                     run.append(ch)
                 elif run:
-                    segments["".join(run)] += n
+                    add("".join(run), n)
                     run = []
             if run:
-                segments["".join(run)] += n
+                add("".join(run), n)
     return segments, alphabet
 
 
@@ -218,6 +258,11 @@ def _check_vocab_size(vocab_size: int, alphabet: Sequence[str]) -> None:
             f"({len(SPECIALS)} specials + {len(BYTE_PIECES)} byte pieces + "
             f"{len(alphabet)} alphabet characters)"
         )
+
+
+def _check_max_piece_length(value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise ValueError(f"max_piece_length must be an int >= 2 (characters), got {value!r}")
 
 
 def _merge_symbols(symbols: list[str], a: str, b: str) -> list[str]:
@@ -240,17 +285,19 @@ def naive_train(
     vocab_size: int,
     *,
     character_coverage: float = 0.9995,
+    max_piece_length: int = MAX_PIECE_LENGTH,
 ) -> list[tuple[str, str]]:
     """The textbook BPE trainer: recount every pair after every merge.
 
     Slow (each step reads every word) but easy to check;
     ``ByteFallbackBPE.train`` must choose exactly the same merges.
 
-    Example:
+    Examples:
         >>> # 3 specials + 256 bytes + 8 characters (▁ l o w e r s t) + 3 merges
         >>> naive_train("low lower lowest", vocab_size=3 + 256 + 8 + 3)
         [('l', 'o'), ('lo', 'w'), ('▁', 'low')]
     """
+    _check_max_piece_length(max_piece_length)
     words, alphabet = count_words(texts, character_coverage)
     _check_vocab_size(vocab_size, alphabet)
     pieces = set(SPECIALS) | set(BYTE_PIECES) | set(alphabet)
@@ -263,7 +310,12 @@ def naive_train(
             symbols = splits[word]
             for pair in zip(symbols, symbols[1:]):
                 pairs[pair] += n
-        candidates = [p for p in pairs if p[0] + p[1] not in _RESERVED]
+        # never a special or byte piece, never longer than max_piece_length
+        candidates = [
+            p for p in pairs
+            if p[0] + p[1] not in _RESERVED
+            and len(p[0]) + len(p[1]) <= max_piece_length
+        ]
         if not candidates:
             break
         # highest count first; equal counts: the smallest (left, right) in
@@ -279,7 +331,12 @@ def naive_train(
 
 # --8<-- [start:learn_merges]
 def learn_merges(
-    words: Counter, pieces: set[str], vocab_size: int, *, progress: bool = False
+    words: Counter,
+    pieces: set[str],
+    vocab_size: int,
+    *,
+    progress: bool = False,
+    max_piece_length: int = MAX_PIECE_LENGTH,
 ) -> list[tuple[str, str]]:
     """Incremental BPE: count pairs once, then update only the words a merge
     touches.
@@ -295,6 +352,8 @@ def learn_merges(
         pieces: the pieces so far (specials, bytes, alphabet); updated in place.
         vocab_size: stop when ``len(pieces)`` reaches it (or no pair is left).
         progress: print a line to stderr every 500 merges.
+        max_piece_length: no merge makes a piece longer than this
+            (in characters).
     """
     symbols = [list(w) for w in words]
     counts = list(words.values())
@@ -309,7 +368,8 @@ def learn_merges(
     merges: list[tuple[str, str]] = []
     while len(pieces) < vocab_size and heap:
         neg, a, b = heapq.heappop(heap)
-        if pair_count.get((a, b), 0) != -neg or a + b in _RESERVED:
+        stale = pair_count.get((a, b), 0) != -neg
+        if stale or a + b in _RESERVED or len(a) + len(b) > max_piece_length:
             # stale entry (the count changed since it was pushed) or forbidden
             continue
         merged = a + b
@@ -364,8 +424,14 @@ class ByteFallbackBPE:
         dummy_prefix: ``"always"`` (Llama 2, the default) or ``"if_missing"`` (Hugging
             Face Metaspace files); see :func:`normalize`. With ``"if_missing"`` a text that
             starts with a space loses that space in a round trip, as it does in Hugging Face.
+        special_tokens: added special tokens such as ``"<|eot_id|>"`` (pieces of
+            ``pieces``): atomic ids that plain text never produces. Each must be longer than
+            one character and must not be the result of a merge, so :meth:`encode` cannot
+            reach it; :meth:`encode` with ``allow_special=True`` and the chat code in
+            :mod:`llm_glossary.dialog` place them. Use :meth:`with_special_tokens` to add them
+            to a trained tokenizer.
 
-    Example:
+    Examples:
         >>> tok = ByteFallbackBPE.train(["low lower lowest"] * 3, vocab_size=270)
         >>> tok.merges
         [('l', 'o'), ('lo', 'w'), ('▁', 'low')]
@@ -375,16 +441,25 @@ class ByteFallbackBPE:
         'lowest 한글'
     """
 
-    _CACHE_LIMIT = 200_000  # words kept in the encode cache (cleared when full)
+    _CACHE_CHARS = 1_000_000  # characters of words kept in the encode cache (cleared when full)
+    _CACHE_WORD = 1_000  # longer words are encoded every time, never cached
     _LONG_WORD = 48  # longer words use the heap-based merge loop
 
     def __init__(
-        self, pieces: Sequence[str], merges: Sequence[tuple[str, str]], *, dummy_prefix: str = "always"
+        self,
+        pieces: Sequence[str],
+        merges: Sequence[tuple[str, str]],
+        *,
+        dummy_prefix: str = "always",
+        special_tokens: Sequence[str] = (),
     ) -> None:
         if dummy_prefix not in DUMMY_PREFIXES:
             raise ValueError(f"dummy_prefix must be one of {DUMMY_PREFIXES}, got {dummy_prefix!r}")
         self.dummy_prefix = dummy_prefix
         self._pieces = list(pieces)
+        bad = next((i for i, p in enumerate(self._pieces) if not isinstance(p, str) or not p), None)
+        if bad is not None:
+            raise ValueError(f"piece {bad} must be a non-empty string, got {self._pieces[bad]!r}")
         self._ids = {p: i for i, p in enumerate(self._pieces)}
         if len(self._ids) != len(self._pieces):
             dup = next(p for p, n in Counter(self._pieces).items() if n > 1)
@@ -401,12 +476,93 @@ class ByteFallbackBPE:
             for piece in (a, b, a + b):
                 if piece not in self._ids:
                     raise ValueError(f"merge {rank} ({a!r}, {b!r}): piece {piece!r} is not in the vocabulary")
+            if a + b in _RESERVED:  # text would then encode to a control or byte id
+                raise ValueError(
+                    f"merge {rank} ({a!r}, {b!r}) builds the reserved piece {a + b!r}; expected merges "
+                    "that never produce a special or byte piece (train never learns one)")
             self._ranks[(a, b)] = (rank, a + b)  # a repeated pair: the last rank wins, as in HF
         self.unk_id, self.bos_id, self.eos_id = (self._ids[s] for s in SPECIALS)
         self._byte_ids = [self._ids[p] for p in BYTE_PIECES]
         self._byte_of = {i: b for b, i in enumerate(self._byte_ids)}
+        self._special_tokens = self._check_special_tokens(special_tokens)
         self._special_ids = {self.unk_id, self.bos_id, self.eos_id}
+        self._special_ids.update(self._ids[s] for s in self._special_tokens)
+        # Hugging Face matches every added token in raw text, longest first at each position.
+        matched = sorted({*SPECIALS, *self._special_tokens}, key=lambda t: (-len(t), t))
+        self._special_re = re.compile("|".join(map(re.escape, matched)))
         self._cache: dict[str, list[int]] = {}
+        self._cache_chars = 0  # sum of len(word) over the cache: its size is bounded, not its count
+
+    def _check_special_tokens(self, special_tokens: Sequence[str]) -> tuple[str, ...]:
+        if isinstance(special_tokens, str):
+            raise ValueError(
+                f"special_tokens must be a sequence of strings, got the string {special_tokens!r}")
+        tokens = tuple(special_tokens)
+        merged = {a + b for a, b in self._merges}
+        used = {p for m in self._merges for p in m}
+        for t in tokens:
+            if not isinstance(t, str):
+                raise ValueError(f"special token {t!r} must be a string")
+            if t not in self._ids:
+                raise ValueError(f"special token {t!r} is not in the vocabulary (pieces)")
+            if t in _RESERVED:
+                raise ValueError(f"special token {t!r} is already a reserved piece (specials or bytes)")
+            if len(t) < 2 or t in merged or t in used:
+                raise ValueError(
+                    f"special token {t!r} could be produced from plain text (it is a single "
+                    "character or takes part in a merge); expected a piece that no text reaches")
+        if len(set(tokens)) != len(tokens):
+            dup = next(t for t, n in Counter(tokens).items() if n > 1)
+            raise ValueError(f"special token {dup!r} is listed more than once")
+        return tokens
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        """The added special tokens (such as the chat tokens), in the order they were given."""
+        return self._special_tokens
+
+    def with_special_tokens(self, tokens: Iterable[str]) -> ByteFallbackBPE:
+        """A new tokenizer: this one plus ``tokens`` as atomic special ids at the end.
+
+        The tokenizer itself is not changed (it may be shared); ids of its pieces stay the
+        same, so text encoded with it keeps its meaning. A token that is already a special
+        token keeps its id.
+
+        Examples:
+            >>> tok = ByteFallbackBPE.train("ab ab ab", vocab_size=264)
+            >>> chat = tok.with_special_tokens(["<|eot_id|>"])
+            >>> chat.eot_id, chat.vocab_size, tok.vocab_size
+            (264, 265, 264)
+            >>> chat.eot_id in chat.encode("<|eot_id|>")
+            False
+        """
+        if isinstance(tokens, str):
+            raise ValueError(f"special tokens must be a sequence of strings, got the string {tokens!r}")
+        new = [t for t in dict.fromkeys(tokens) if t not in self._special_tokens]
+        taken = [t for t in new if t in self._ids]
+        if taken:
+            raise ValueError(f"special token {taken[0]!r} is already an ordinary piece of the vocabulary")
+        return type(self)(
+            [*self._pieces, *new], self._merges, dummy_prefix=self.dummy_prefix,
+            special_tokens=[*self._special_tokens, *new],
+        )
+
+    def _special_id(self, token: str, name: str) -> int:
+        if token not in self._special_tokens:
+            raise AttributeError(
+                f"this tokenizer has no {token!r} special token, so it has no {name}; use "
+                "llm_glossary.dialog.chat_tokenizer() or tokenizer.with_special_tokens(CHAT_SPECIALS)")
+        return self._ids[token]
+
+    @property
+    def eot_id(self) -> int:
+        """Id of ``"<|eot_id|>"`` (end of turn); AttributeError when the token is absent."""
+        return self._special_id(EOT, "eot_id")
+
+    @property
+    def pad_id(self) -> int:
+        """Id of ``"<|pad|>"`` (padding, never the end of turn); AttributeError when absent."""
+        return self._special_id(PAD, "pad_id")
 
     # ----------------------------------------------------------------- training
     @classmethod
@@ -417,22 +573,26 @@ class ByteFallbackBPE:
         *,
         character_coverage: float = 0.9995,
         progress: bool = False,
+        max_piece_length: int = MAX_PIECE_LENGTH,
     ) -> ByteFallbackBPE:
         """Learn a vocabulary of ``vocab_size`` pieces from ``texts``.
 
         ``vocab_size`` counts the 3 specials, the 256 byte pieces, the alphabet and the
         merges, as sentencepiece counts it. Training stops early (a smaller vocabulary) when
-        no pair is left to merge.
+        no pair is left to merge. No piece is longer than ``max_piece_length`` characters
+        (sentencepiece's ``max_sentencepiece_length``, 16 by default), and no piece spans a
+        line break or other whitespace (see :func:`count_words`).
 
         Raises:
             ValueError: ``vocab_size`` below 3 + 256 + alphabet size (the message states the
                 minimum), or a training text with a lone surrogate.
         """
+        _check_max_piece_length(max_piece_length)
         words, alphabet = count_words(texts, character_coverage)
         _check_vocab_size(vocab_size, alphabet)
         pieces_list = [*SPECIALS, *BYTE_PIECES, *alphabet]
         pieces = set(pieces_list)
-        merges = learn_merges(words, pieces, vocab_size, progress=progress)
+        merges = learn_merges(words, pieces, vocab_size, progress=progress, max_piece_length=max_piece_length)
         seen = set(pieces_list)
         for a, b in merges:
             if a + b not in seen:
@@ -562,39 +722,72 @@ class ByteFallbackBPE:
                     heapq.heappush(heap, (right[0], i))
         return [self._ids[syms[i]] for i in range(n) if alive[i]]
 
-    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
+    def encode(
+        self, text: str, *, bos: bool = False, eos: bool = False, allow_special: bool = False
+    ) -> list[int]:
         """Text to ids. Never yields ``<unk>``; text that looks like ``"<s>"`` is plain text.
 
         Args:
             text: any string without lone surrogates.
             bos: put ``<s>`` first.
             eos: put ``</s>`` last.
+            allow_special: read the special tokens' strings in ``text`` (``"<s>"``,
+                ``"<|eot_id|>"``, …) as their ids, the way Hugging Face ``tokenizers``
+                reads added tokens: the text is cut at each one (the longest first) and every
+                piece of text between them is encoded on its own, each with its dummy prefix
+                (``"if_missing"`` tokenizers: only a piece at the very start gets one, as
+                Metaspace's ``prepend_scheme="first"`` does). Off by default: typed text can
+                never become a control token.
 
         Raises:
             ValueError: a lone surrogate, naming its index.
         """
         _check_text(text)
         ids = [self.bos_id] if bos else []
+        if allow_special:
+            start = 0
+            for m in self._special_re.finditer(text):
+                if m.start() > start:
+                    ids.extend(self._encode_plain(text[start:m.start()], first=start == 0))
+                ids.append(self._ids[m.group()])
+                start = m.end()
+            if start < len(text):
+                ids.extend(self._encode_plain(text[start:], first=start == 0))
+        else:
+            ids.extend(self._encode_plain(text, first=True))
+        if eos:
+            ids.append(self.eos_id)
+        return ids
+
+    def _encode_plain(self, text: str, *, first: bool) -> list[int]:
+        if self.dummy_prefix == "always":
+            normalized = normalize(text, "always")
+        elif first:
+            normalized = normalize(text, "if_missing")
+        else:
+            normalized = text.replace(" ", SPACE)
+        ids: list[int] = []
         cache = self._cache
-        for word in split_words(normalize(text, self.dummy_prefix)):
+        for word in split_words(normalized):
             cached = cache.get(word)
             if cached is None:
                 if len(word) <= self._LONG_WORD:
                     cached = self.encode_word(word)
                 else:
                     cached = self._encode_long_word(word)
-                if len(cache) >= self._CACHE_LIMIT:
-                    cache.clear()
-                cache[word] = cached
+                if len(word) <= self._CACHE_WORD:
+                    if self._cache_chars + len(word) > self._CACHE_CHARS:
+                        cache.clear()
+                        self._cache_chars = 0
+                    cache[word] = cached
+                    self._cache_chars += len(word)
             ids.extend(cached)
-        if eos:
-            ids.append(self.eos_id)
         return ids
 
     def tokenize(self, text: str) -> list[str]:
         """Text to piece strings.
 
-        Example:
+        Examples:
             >>> tok = ByteFallbackBPE.train("ab ab ab", vocab_size=264)
             >>> tok.tokenize("ab ba")
             ['▁ab', '▁', 'b', 'a']
@@ -609,16 +802,20 @@ class ByteFallbackBPE:
         removed (the one ``encode`` prepends).
 
         Args:
-            ids: token ids: ints, or integer-likes such as NumPy ints or a 1-d torch tensor.
-            skip_special: drop ``<unk>``, ``<s>`` and ``</s>`` (Hugging Face's default).
+            ids: token ids: a sequence of ints (or NumPy ints), or a 1-d integer NumPy array
+                or torch tensor. Not a str, bytes, bool tensor or a single int.
+            skip_special: drop ``<unk>``, ``<s>``, ``</s>`` and the added special tokens
+                (Hugging Face's default).
 
         Raises:
+            TypeError: ``ids`` is not a sequence of ids (None, an int, a str, bytes, a 0-d,
+                2-d, bool or float tensor), naming what it got.
             ValueError: an id that is not an integer or is outside ``[0, vocab_size)``,
                 naming the id and the vocab size.
         """
         parts: list[str] = []
         run = bytearray()
-        for i in ids:
+        for i in _id_sequence(ids):
             i = self._check_id(i)
             if skip_special and i in self._special_ids:
                 continue  # dropped before decoding, so byte runs join across it (as in HF)
@@ -638,17 +835,20 @@ class ByteFallbackBPE:
     # ----------------------------------------------------------------- files
     def to_dict(self) -> dict:
         """The readable JSON form used by :meth:`save`."""
-        return {
+        data = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "dummy_prefix": self.dummy_prefix,
             "pieces": self._pieces,
             "merges": [list(m) for m in self.merges],
         }
+        if self._special_tokens:
+            data["special_tokens"] = list(self._special_tokens)
+        return data
 
     def save(self, path: str | Path) -> None:
-        """Write the tokenizer as readable JSON (one piece per line)."""
-        Path(path).write_text(_dumps(self.to_dict()), encoding="utf-8")
+        """Write the tokenizer as readable JSON (one piece per line), atomically."""
+        atomic_write_text(path, _dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> ByteFallbackBPE:
@@ -662,7 +862,7 @@ class ByteFallbackBPE:
             raise TokenizerFileError(path, f"expected a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT:
             raise TokenizerFileError(path, f"expected \"format\": {FORMAT!r}, got {data.get('format')!r}")
-        if data.get("version") != FORMAT_VERSION:
+        if type(data.get("version")) is not int or data["version"] != FORMAT_VERSION:
             raise TokenizerFileError(
                 path, f"expected \"version\": {FORMAT_VERSION}, got {data.get('version')!r}"
             )
@@ -676,8 +876,12 @@ class ByteFallbackBPE:
             isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m) for m in merges
         ):
             raise TokenizerFileError(path, "\"merges\" must be a list of [left, right] string pairs")
+        specials = data.get("special_tokens", [])
+        if not isinstance(specials, list) or not all(isinstance(t, str) for t in specials):
+            raise TokenizerFileError(path, "\"special_tokens\" must be a list of strings")
         try:
-            return cls(pieces, [tuple(m) for m in merges], dummy_prefix=data.get("dummy_prefix", "always"))
+            return cls(pieces, [tuple(m) for m in merges], dummy_prefix=data.get("dummy_prefix", "always"),
+                       special_tokens=specials)
         except ValueError as err:
             raise TokenizerFileError(path, str(err)) from None
 
@@ -697,7 +901,7 @@ class ByteFallbackBPE:
         added = [
             {"id": self._ids[s], "content": s, "single_word": False, "lstrip": False,
              "rstrip": False, "normalized": False, "special": True}
-            for s in SPECIALS
+            for s in (*SPECIALS, *self._special_tokens)
         ]
         return {
             "version": "1.0",
@@ -732,7 +936,41 @@ class ByteFallbackBPE:
         ``tok.encode_special_tokens = True`` (tokenizers >= 0.15) to read them as plain
         text, as this tokenizer does.
         """
-        Path(path).write_text(_dumps(self.to_hf_dict()), encoding="utf-8")
+        atomic_write_text(path, _dumps(self.to_hf_dict()))
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write a folder that ``transformers.AutoTokenizer.from_pretrained`` loads.
+
+        Named as in transformers. The folder gets ``tokenizer.json`` (:meth:`save_hf`, the
+        special tokens as added special tokens) and ``tokenizer_config.json``. When the
+        tokenizer has the chat special tokens, the config names ``<|begin_of_text|>``,
+        ``<|eot_id|>`` and ``<|pad|>`` as bos, eos and pad tokens and holds the Jinja
+        ``chat_template`` of :mod:`llm_glossary.dialog`, whose ``{% generation %}`` block
+        covers each assistant message's content and its ``<|eot_id|>``: then
+        ``apply_chat_template(..., return_assistant_tokens_mask=True)`` gives the ids and the
+        trained positions of :func:`llm_glossary.dialog.encode_dialog`.
+
+        Returns:
+            The folder's path.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config: dict = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "model_max_length": 1_000_000,
+            "clean_up_tokenization_spaces": False,
+            "unk_token": UNK,
+        }
+        if all(t in self._special_tokens for t in CHAT_SPECIALS):
+            from llm_glossary.dialog import CHAT_TEMPLATE
+
+            config.update(bos_token=BEGIN_OF_TEXT, eos_token=EOT, pad_token=PAD, chat_template=CHAT_TEMPLATE)
+        else:
+            config.update(bos_token=BOS, eos_token=EOS)
+        self.save_hf(folder / "tokenizer.json")
+        atomic_write_text(folder / "tokenizer_config.json",
+                           json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+        return folder
 
     @classmethod
     def from_hf(cls, path: str | Path) -> ByteFallbackBPE:
@@ -751,8 +989,9 @@ class ByteFallbackBPE:
         model = data["model"]
         if model.get("type", "BPE") != "BPE":
             raise TokenizerFileError(path, f"expected model type 'BPE', got {model.get('type')!r}")
-        if not model.get("byte_fallback"):
-            raise TokenizerFileError(path, "expected \"byte_fallback\": true in the BPE model")
+        if model.get("byte_fallback") is not True:
+            raise TokenizerFileError(
+                path, f"expected \"byte_fallback\": true in the BPE model, got {model.get('byte_fallback')!r}")
         for key in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
             if model.get(key) is not None:
                 raise TokenizerFileError(
@@ -780,12 +1019,18 @@ class ByteFallbackBPE:
         added = data.get("added_tokens") or []
         if not isinstance(added, list):
             raise TokenizerFileError(path, "\"added_tokens\" must be a list")
+        specials = []
         for k, tok in enumerate(added):
             if not (isinstance(tok, dict) and type(tok.get("id")) is int and tok["id"] >= 0
                     and isinstance(tok.get("content"), str)):
                 raise TokenizerFileError(
                     path, f"added_tokens[{k}] must have an \"id\" >= 0 and a string \"content\", got {tok!r}")
-            by_id.setdefault(tok["id"], tok["content"])
+            if by_id.setdefault(tok["id"], tok["content"]) != tok["content"]:
+                raise TokenizerFileError(
+                    path, f"added_tokens[{k}] gives id {tok['id']} to {tok['content']!r}, but the "
+                    f"vocabulary gives it to {by_id[tok['id']]!r}; expected one piece per id")
+            if tok.get("special") and tok["content"] not in _RESERVED:
+                specials.append(tok["content"])
         gap = next((i for i in range(len(by_id)) if i not in by_id), None)
         if gap is not None:
             raise TokenizerFileError(path, f"ids must run from 0 without gaps; id {gap} has no piece")
@@ -802,7 +1047,7 @@ class ByteFallbackBPE:
                     path, f"merge {k} must be a 'left right' string or a [left, right] pair, got {m!r}")
             merges.append((parts[0], parts[1]))
         try:
-            return cls(pieces, merges, dummy_prefix=dummy_prefix)
+            return cls(pieces, merges, dummy_prefix=dummy_prefix, special_tokens=specials)
         except ValueError as err:
             raise TokenizerFileError(path, str(err)) from None
 
@@ -828,7 +1073,7 @@ def corpus_tokenizer(vocab_size: int = 4000) -> ByteFallbackBPE:
     Raises:
         ValueError: ``vocab_size`` too small (the message states the minimum).
 
-    Example:
+    Examples:
         >>> corpus_tokenizer() is corpus_tokenizer(4000)
         True
     """
@@ -850,6 +1095,19 @@ def _dumps(data: dict) -> str:
     return _PAIR_RE.sub(r"[\1, \2]", json.dumps(data, ensure_ascii=False, indent=1)) + "\n"
 
 
+def _id_sequence(ids: object) -> Iterable:
+    """``ids`` as an iterable of ids, or a TypeError naming what ``decode`` got instead."""
+    expected = "expected a sequence of int ids or a 1-d integer tensor/array"
+    if hasattr(ids, "dtype") and hasattr(ids, "ndim") and hasattr(ids, "tolist"):  # torch, NumPy
+        dtype = str(ids.dtype).removeprefix("torch.")
+        if not dtype.startswith(("int", "uint")) or ids.ndim != 1:
+            raise TypeError(f"decode: {expected}, got a {ids.ndim}-d tensor/array of dtype {dtype}")
+        return ids.tolist()
+    if isinstance(ids, (str, bytes, bytearray, memoryview, dict)) or not isinstance(ids, Iterable):
+        raise TypeError(f"decode: {expected}, got {type(ids).__name__} {ids!r:.40}")
+    return ids
+
+
 def _decode_bytes(run: bytearray) -> str:
     try:
         return run.decode("utf-8")
@@ -867,10 +1125,14 @@ def _read_json(path: str | Path):
     except UnicodeDecodeError as err:
         raise TokenizerFileError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except json.JSONDecodeError as err:
         problem = f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
         raise TokenizerFileError(path, problem) from None
+    except RecursionError:
+        raise TokenizerFileError(path, "not valid JSON (nested too deeply)") from None
+    except ValueError as err:  # a duplicate key, NaN or Infinity
+        raise TokenizerFileError(path, f"not valid JSON ({err})") from None
 
 
 def _dummy_prefix_of(data: dict) -> str | None:
