@@ -657,8 +657,10 @@ def _pick(
     if temperature == 0:
         return logits.argmax(dim=-1)  # greedy
     scaled = logits / temperature
-    if bool((~torch.isfinite(scaled) & torch.isfinite(logits)).any()):  # a tiny temperature overflowed
-        scaled = (logits.double() - logits.double().amax(dim=-1, keepdim=True)) / temperature
+    # a tiny temperature overflowed: shift by the maximum, in float64
+    if bool((~torch.isfinite(scaled) & torch.isfinite(logits)).any()):
+        z = logits.double()
+        scaled = (z - z.amax(dim=-1, keepdim=True)) / temperature
     logits = scaled
     if top_k is not None and top_k < logits.shape[-1]:
         # (B, 1): the k-th largest
