@@ -1,14 +1,16 @@
 """The ``llm-glossary`` command: fine-tune the glossary's model on your own dialogs.
 
-Subcommands (``llm-glossary SUBCOMMAND --help`` for each)::
+Subcommands (``llm-glossary SUBCOMMAND --help`` for each):
 
-    validate FILE...                       check dialog files, list every problem
-    pretrain [--corpus PATH...] --out DIR  next-token training on text files
-    sft --data FILE... [--base DIR] --out DIR
-                                           dialog fine-tuning of a pretrained model
-    chat DIR [--prompt TEXT]...            talk to a model (streams tokens)
-    eval DIR --data FILE...                the walkthrough's metrics on your dialogs
-    export DIR --to HF_DIR                 a folder that Hugging Face transformers loads
+```text
+validate FILE...                       check dialog files, list every problem
+pretrain [--corpus PATH...] --out DIR  next-token training on text files
+sft --data FILE... [--base DIR] --out DIR
+                                       dialog fine-tuning of a pretrained model
+chat DIR [--prompt TEXT]...            talk to a model (streams tokens)
+eval DIR --data FILE...                the walkthrough's metrics on your dialogs
+export DIR --to HF_DIR                 a folder that Hugging Face transformers loads
+```
 
 The same functions run the pages, the tests and this command (``llm_glossary.dialog``,
 ``llm_glossary.train``, ``llm_glossary.recipes``); the command only parses options, draws
@@ -17,14 +19,16 @@ progress and prints. Under ``torchrun`` (``WORLD_SIZE`` > 1) it initialises
 logs and writes files.
 
 A model folder written by ``pretrain`` or ``sft`` holds everything the other subcommands
-need::
+need:
 
-    DIR/config.json             the model's configuration (Hugging Face style)
-    DIR/model.safetensors       the weights        -> Llama.load(DIR)
-    DIR/tokenizer.json          the tokenizer, with the chat special tokens
-    DIR/tokenizer_config.json   the chat template (Hugging Face apply_chat_template)
-    DIR/run.json                the settings of the run (checked by --resume)
-    DIR/checkpoints/            training checkpoints for --resume
+```text
+DIR/config.json             the model's configuration (Hugging Face style)
+DIR/model.safetensors       the weights        -> Llama.load(DIR)
+DIR/tokenizer.json          the tokenizer, with the chat special tokens
+DIR/tokenizer_config.json   the chat template (Hugging Face apply_chat_template)
+DIR/run.json                the settings of the run (checked by --resume)
+DIR/checkpoints/            training checkpoints for --resume
+```
 
 Exit status: 0 success; 1 wrong input (one line on stderr naming the file or option);
 2 usage error; 130 interrupted (Ctrl-C; training writes a checkpoint first).
