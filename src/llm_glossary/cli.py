@@ -995,14 +995,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
                                 temperature=args.temperature, generator=generator, on_token=on_token)
         except KeyboardInterrupt:
             messages.pop()
-            sys.stdout.write("\n[reply interrupted]\n")
+            sys.stdout.write("\n")
+            print("[reply interrupted]", file=sys.stderr)
             if not interactive:
                 raise
             return
         sys.stdout.write("\n")
-        if not reply.ended:
-            sys.stdout.write(f"[the reply reached --max-new-tokens {args.max_new_tokens} before its end-of-turn token]\n")
         sys.stdout.flush()
+        if not reply.ended:
+            print(f"[the reply reached --max-new-tokens {args.max_new_tokens} before its end-of-turn token]",
+                  file=sys.stderr)
         messages.append(Message("assistant", reply.text))
 
     if not interactive:
@@ -1045,7 +1047,7 @@ def _fit_context(messages: list, tokenizer, model, max_new_tokens: int, keep: in
                                f"tokens + --max-new-tokens {max_new_tokens} exceed the model's "
                                f"{limit} tokens")
         del messages[keep : keep + 2]  # the oldest user turn and its reply
-        sys.stdout.write("[context full: forgot the oldest turn]\n")
+        print("[context full: forgot the oldest turn]", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- eval
