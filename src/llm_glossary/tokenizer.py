@@ -60,6 +60,7 @@ __all__ = [
     "BYTE_PIECES",
     "DUMMY_PREFIXES",
     "corpus_tokenizer",
+    "CHAT_SPECIALS",
 ]
 
 SPACE = "\u2581"  # "▁", sentencepiece's visible space
@@ -67,6 +68,10 @@ UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
 BYTE_PIECES = tuple(f"<0x{b:02X}>" for b in range(256))
 _RESERVED = frozenset(SPECIALS) | frozenset(BYTE_PIECES)
+# The chat special tokens of the Llama 3 layout plus a padding token (llm_glossary.dialog).
+BEGIN_OF_TEXT, START_HEADER, END_HEADER = "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>"
+EOT, PAD = "<|eot_id|>", "<|pad|>"
+CHAT_SPECIALS = (BEGIN_OF_TEXT, START_HEADER, END_HEADER, EOT, PAD)
 FORMAT = "llm-glossary-bpe"
 FORMAT_VERSION = 1
 DUMMY_PREFIXES = ("always", "if_missing")
@@ -351,6 +356,12 @@ class ByteFallbackBPE:
         dummy_prefix: ``"always"`` (Llama 2, the default) or ``"if_missing"`` (Hugging
             Face Metaspace files); see :func:`normalize`. With ``"if_missing"`` a text that
             starts with a space loses that space in a round trip, as it does in Hugging Face.
+        special_tokens: added special tokens such as ``"<|eot_id|>"`` (pieces of
+            ``pieces``): atomic ids that plain text never produces. Each must be longer than
+            one character and must not be the result of a merge, so :meth:`encode` cannot
+            reach it; :meth:`encode` with ``allow_special=True`` and the chat code in
+            :mod:`llm_glossary.dialog` place them. Use :meth:`with_special_tokens` to add them
+            to a trained tokenizer.
 
     Example:
         >>> tok = ByteFallbackBPE.train(["low lower lowest"] * 3, vocab_size=270)
@@ -366,7 +377,12 @@ class ByteFallbackBPE:
     _LONG_WORD = 48  # longer words use the heap-based merge loop
 
     def __init__(
-        self, pieces: Sequence[str], merges: Sequence[tuple[str, str]], *, dummy_prefix: str = "always"
+        self,
+        pieces: Sequence[str],
+        merges: Sequence[tuple[str, str]],
+        *,
+        dummy_prefix: str = "always",
+        special_tokens: Sequence[str] = (),
     ) -> None:
         if dummy_prefix not in DUMMY_PREFIXES:
             raise ValueError(f"dummy_prefix must be one of {DUMMY_PREFIXES}, got {dummy_prefix!r}")
@@ -391,8 +407,82 @@ class ByteFallbackBPE:
         self.unk_id, self.bos_id, self.eos_id = (self._ids[s] for s in SPECIALS)
         self._byte_ids = [self._ids[p] for p in BYTE_PIECES]
         self._byte_of = {i: b for b, i in enumerate(self._byte_ids)}
+        self._special_tokens = self._check_special_tokens(special_tokens)
         self._special_ids = {self.unk_id, self.bos_id, self.eos_id}
+        self._special_ids.update(self._ids[s] for s in self._special_tokens)
+        # Hugging Face matches every added token in raw text, longest first at each position.
+        matched = sorted({*SPECIALS, *self._special_tokens}, key=lambda t: (-len(t), t))
+        self._special_re = re.compile("|".join(map(re.escape, matched)))
         self._cache: dict[str, list[int]] = {}
+
+    def _check_special_tokens(self, special_tokens: Sequence[str]) -> tuple[str, ...]:
+        if isinstance(special_tokens, str):
+            raise ValueError(
+                f"special_tokens must be a sequence of strings, got the string {special_tokens!r}")
+        tokens = tuple(special_tokens)
+        merged = {a + b for a, b in self._merges}
+        used = {p for m in self._merges for p in m}
+        for t in tokens:
+            if not isinstance(t, str):
+                raise ValueError(f"special token {t!r} must be a string")
+            if t not in self._ids:
+                raise ValueError(f"special token {t!r} is not in the vocabulary (pieces)")
+            if t in _RESERVED:
+                raise ValueError(f"special token {t!r} is already a reserved piece (specials or bytes)")
+            if len(t) < 2 or t in merged or t in used:
+                raise ValueError(
+                    f"special token {t!r} could be produced from plain text (it is a single "
+                    "character or takes part in a merge); expected a piece that no text reaches")
+        if len(set(tokens)) != len(tokens):
+            dup = next(t for t, n in Counter(tokens).items() if n > 1)
+            raise ValueError(f"special token {dup!r} is listed more than once")
+        return tokens
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        """The added special tokens (such as the chat tokens), in the order they were given."""
+        return self._special_tokens
+
+    def with_special_tokens(self, tokens: Iterable[str]) -> ByteFallbackBPE:
+        """A new tokenizer: this one plus ``tokens`` as atomic special ids at the end.
+
+        The tokenizer itself is not changed (it may be shared); ids of its pieces stay the
+        same, so text encoded with it keeps its meaning. A token that is already a special
+        token keeps its id.
+
+        Examples:
+            >>> tok = ByteFallbackBPE.train("ab ab ab", vocab_size=264)
+            >>> chat = tok.with_special_tokens(["<|eot_id|>"])
+            >>> chat.eot_id, chat.vocab_size, tok.vocab_size
+            (264, 265, 264)
+            >>> chat.eot_id in chat.encode("<|eot_id|>")
+            False
+        """
+        new = [t for t in dict.fromkeys(tokens) if t not in self._special_tokens]
+        taken = [t for t in new if t in self._ids]
+        if taken:
+            raise ValueError(f"special token {taken[0]!r} is already an ordinary piece of the vocabulary")
+        return type(self)(
+            [*self._pieces, *new], self._merges, dummy_prefix=self.dummy_prefix,
+            special_tokens=[*self._special_tokens, *new],
+        )
+
+    def _special_id(self, token: str, name: str) -> int:
+        if token not in self._special_tokens:
+            raise AttributeError(
+                f"this tokenizer has no {token!r} special token, so it has no {name}; use "
+                "llm_glossary.dialog.chat_tokenizer() or tokenizer.with_special_tokens(CHAT_SPECIALS)")
+        return self._ids[token]
+
+    @property
+    def eot_id(self) -> int:
+        """Id of ``"<|eot_id|>"`` (end of turn); AttributeError when the token is absent."""
+        return self._special_id(EOT, "eot_id")
+
+    @property
+    def pad_id(self) -> int:
+        """Id of ``"<|pad|>"`` (padding, never the end of turn); AttributeError when absent."""
+        return self._special_id(PAD, "pad_id")
 
     # ----------------------------------------------------------------- training
     @classmethod
@@ -545,21 +635,53 @@ class ByteFallbackBPE:
                     heapq.heappush(heap, (right[0], i))
         return [self._ids[syms[i]] for i in range(n) if alive[i]]
 
-    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
+    def encode(
+        self, text: str, *, bos: bool = False, eos: bool = False, allow_special: bool = False
+    ) -> list[int]:
         """Text to ids. Never yields ``<unk>``; text that looks like ``"<s>"`` is plain text.
 
         Args:
             text: any string without lone surrogates.
             bos: put ``<s>`` first.
             eos: put ``</s>`` last.
+            allow_special: read the special tokens' strings in ``text`` (``"<s>"``,
+                ``"<|eot_id|>"``, …) as their ids, the way Hugging Face ``tokenizers``
+                reads added tokens: the text is cut at each one (the longest first) and every
+                piece of text between them is encoded on its own, each with its dummy prefix
+                (``"if_missing"`` tokenizers: only a piece at the very start gets one, as
+                Metaspace's ``prepend_scheme="first"`` does). Off by default: typed text can
+                never become a control token.
 
         Raises:
             ValueError: a lone surrogate, naming its index.
         """
         _check_text(text)
         ids = [self.bos_id] if bos else []
+        if allow_special:
+            start = 0
+            for m in self._special_re.finditer(text):
+                if m.start() > start:
+                    ids.extend(self._encode_plain(text[start:m.start()], first=start == 0))
+                ids.append(self._ids[m.group()])
+                start = m.end()
+            if start < len(text):
+                ids.extend(self._encode_plain(text[start:], first=start == 0))
+        else:
+            ids.extend(self._encode_plain(text, first=True))
+        if eos:
+            ids.append(self.eos_id)
+        return ids
+
+    def _encode_plain(self, text: str, *, first: bool) -> list[int]:
+        if self.dummy_prefix == "always":
+            normalized = normalize(text, "always")
+        elif first:
+            normalized = normalize(text, "if_missing")
+        else:
+            normalized = text.replace(" ", SPACE)
+        ids: list[int] = []
         cache = self._cache
-        for word in split_words(normalize(text, self.dummy_prefix)):
+        for word in split_words(normalized):
             cached = cache.get(word)
             if cached is None:
                 if len(word) <= self._LONG_WORD:
@@ -570,8 +692,6 @@ class ByteFallbackBPE:
                     cache.clear()
                 cache[word] = cached
             ids.extend(cached)
-        if eos:
-            ids.append(self.eos_id)
         return ids
 
     def tokenize(self, text: str) -> list[str]:
@@ -593,7 +713,8 @@ class ByteFallbackBPE:
 
         Args:
             ids: token ids: ints, or integer-likes such as NumPy ints or a 1-d torch tensor.
-            skip_special: drop ``<unk>``, ``<s>`` and ``</s>`` (Hugging Face's default).
+            skip_special: drop ``<unk>``, ``<s>``, ``</s>`` and the added special tokens
+                (Hugging Face's default).
 
         Raises:
             ValueError: an id that is not an integer or is outside ``[0, vocab_size)``,
@@ -621,17 +742,20 @@ class ByteFallbackBPE:
     # ----------------------------------------------------------------- files
     def to_dict(self) -> dict:
         """The readable JSON form used by :meth:`save`."""
-        return {
+        data = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "dummy_prefix": self.dummy_prefix,
             "pieces": self._pieces,
             "merges": [list(m) for m in self.merges],
         }
+        if self._special_tokens:
+            data["special_tokens"] = list(self._special_tokens)
+        return data
 
     def save(self, path: str | Path) -> None:
-        """Write the tokenizer as readable JSON (one piece per line)."""
-        Path(path).write_text(_dumps(self.to_dict()), encoding="utf-8")
+        """Write the tokenizer as readable JSON (one piece per line), atomically."""
+        _atomic_write_text(path, _dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> ByteFallbackBPE:
@@ -659,8 +783,12 @@ class ByteFallbackBPE:
             isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m) for m in merges
         ):
             raise TokenizerFileError(path, "\"merges\" must be a list of [left, right] string pairs")
+        specials = data.get("special_tokens", [])
+        if not isinstance(specials, list) or not all(isinstance(t, str) for t in specials):
+            raise TokenizerFileError(path, "\"special_tokens\" must be a list of strings")
         try:
-            return cls(pieces, [tuple(m) for m in merges], dummy_prefix=data.get("dummy_prefix", "always"))
+            return cls(pieces, [tuple(m) for m in merges], dummy_prefix=data.get("dummy_prefix", "always"),
+                       special_tokens=specials)
         except ValueError as err:
             raise TokenizerFileError(path, str(err)) from None
 
@@ -680,7 +808,7 @@ class ByteFallbackBPE:
         added = [
             {"id": self._ids[s], "content": s, "single_word": False, "lstrip": False,
              "rstrip": False, "normalized": False, "special": True}
-            for s in SPECIALS
+            for s in (*SPECIALS, *self._special_tokens)
         ]
         return {
             "version": "1.0",
@@ -715,7 +843,41 @@ class ByteFallbackBPE:
         ``tok.encode_special_tokens = True`` (tokenizers >= 0.15) to read them as plain
         text, as this tokenizer does.
         """
-        Path(path).write_text(_dumps(self.to_hf_dict()), encoding="utf-8")
+        _atomic_write_text(path, _dumps(self.to_hf_dict()))
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write a folder that ``transformers.AutoTokenizer.from_pretrained`` loads.
+
+        Named as in transformers. The folder gets ``tokenizer.json`` (:meth:`save_hf`, the
+        special tokens as added special tokens) and ``tokenizer_config.json``. When the
+        tokenizer has the chat special tokens, the config names ``<|begin_of_text|>``,
+        ``<|eot_id|>`` and ``<|pad|>`` as bos, eos and pad tokens and holds the Jinja
+        ``chat_template`` of :mod:`llm_glossary.dialog`, whose ``{% generation %}`` block
+        covers each assistant message's content and its ``<|eot_id|>``: then
+        ``apply_chat_template(..., return_assistant_tokens_mask=True)`` gives the ids and the
+        trained positions of :func:`llm_glossary.dialog.encode_dialog`.
+
+        Returns:
+            The folder's path.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config: dict = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "model_max_length": 1_000_000,
+            "clean_up_tokenization_spaces": False,
+            "unk_token": UNK,
+        }
+        if all(t in self._special_tokens for t in CHAT_SPECIALS):
+            from llm_glossary.dialog import CHAT_TEMPLATE
+
+            config.update(bos_token=BEGIN_OF_TEXT, eos_token=EOT, pad_token=PAD, chat_template=CHAT_TEMPLATE)
+        else:
+            config.update(bos_token=BOS, eos_token=EOS)
+        self.save_hf(folder / "tokenizer.json")
+        _atomic_write_text(folder / "tokenizer_config.json",
+                           json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+        return folder
 
     @classmethod
     def from_hf(cls, path: str | Path) -> ByteFallbackBPE:
@@ -761,12 +923,15 @@ class ByteFallbackBPE:
         added = data.get("added_tokens") or []
         if not isinstance(added, list):
             raise TokenizerFileError(path, "\"added_tokens\" must be a list")
+        specials = []
         for k, tok in enumerate(added):
             if not (isinstance(tok, dict) and type(tok.get("id")) is int and tok["id"] >= 0
                     and isinstance(tok.get("content"), str)):
                 raise TokenizerFileError(
                     path, f"added_tokens[{k}] must have an \"id\" >= 0 and a string \"content\", got {tok!r}")
             by_id.setdefault(tok["id"], tok["content"])
+            if tok.get("special") and tok["content"] not in _RESERVED:
+                specials.append(tok["content"])
         gap = next((i for i in range(len(by_id)) if i not in by_id), None)
         if gap is not None:
             raise TokenizerFileError(path, f"ids must run from 0 without gaps; id {gap} has no piece")
@@ -783,7 +948,7 @@ class ByteFallbackBPE:
                     path, f"merge {k} must be a 'left right' string or a [left, right] pair, got {m!r}")
             merges.append((parts[0], parts[1]))
         try:
-            return cls(pieces, merges, dummy_prefix=dummy_prefix)
+            return cls(pieces, merges, dummy_prefix=dummy_prefix, special_tokens=specials)
         except ValueError as err:
             raise TokenizerFileError(path, str(err)) from None
 
@@ -823,6 +988,29 @@ _PAIR_RE = re.compile(r'\[\n\s*("(?:[^"\\]|\\.)*"),\n\s*("(?:[^"\\]|\\.)*")\n\s*
 def _dumps(data: dict) -> str:
     """JSON with one piece or one merge per line (merges as ``["a", "b"]`` on one line)."""
     return _PAIR_RE.sub(r"[\1, \2]", json.dumps(data, ensure_ascii=False, indent=1)) + "\n"
+
+
+def _atomic_write_text(path: str | Path, text: str) -> None:
+    """Write through llm_glossary.checkpoint when it is there; else the same steps here."""
+    try:
+        from llm_glossary.checkpoint import atomic_write_text
+    except ImportError:  # until the checkpoint module lands
+        import os
+        import tempfile
+
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    atomic_write_text(path, text)
 
 
 def _decode_bytes(run: bytearray) -> str:

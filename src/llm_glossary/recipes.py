@@ -1,0 +1,119 @@
+"""Named training recipes: the model size and the two schedules, in one place.
+
+A recipe is what the walkthrough page runs, what the tests run in seconds and what the
+command line's ``--config NAME`` reads. Each holds the model's :class:`~llm_glossary.model.LlamaConfig`
+keyword arguments (the vocabulary size comes from the tokenizer) and one
+:class:`~llm_glossary.train.TrainConfig` for pretraining and one for fine-tuning.
+
+The ``walkthrough`` numbers were chosen by measurement (``benchmarks/walkthrough.py``) so that
+pretraining, fine-tuning and evaluation fit in 40 s on a 2-core CPU; ``walkthrough-gpu`` is
+a larger model for the same kind of run on one GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+try:
+    from llm_glossary.train import TrainConfig
+except ImportError:  # until branch `train` is merged: the contract's fields, nothing more
+    @dataclass(frozen=True)
+    class TrainConfig:  # type: ignore[no-redef]
+        steps: int = 100
+        batch_size: int = 16
+        micro_batch_size: int = 16
+        seq_len: int = 128
+        lr: float = 3e-3
+        min_lr: float = 3e-4
+        warmup_steps: int = 10
+        weight_decay: float = 0.1
+        grad_clip: float = 1.0
+        seed: int = 0
+        train_on: str = "assistant"
+        eval_every: int = 50
+
+__all__ = ["Recipe", "RECIPES", "recipe"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model size and the pretraining and fine-tuning schedules that go with it.
+
+    Attributes:
+        name: the recipe's name in :data:`RECIPES`.
+        model: :class:`~llm_glossary.model.LlamaConfig` keyword arguments without ``vocab_size``.
+        pretrain: schedule of next-token training on the corpus.
+        finetune: schedule of supervised fine-tuning on the dialogs.
+        tokenizer_vocab: vocabulary size of the corpus tokenizer (before the chat tokens).
+    """
+
+    name: str
+    model: dict = field(default_factory=dict)
+    pretrain: TrainConfig = field(default_factory=TrainConfig)
+    finetune: TrainConfig = field(default_factory=TrainConfig)
+    tokenizer_vocab: int = 4000
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (for cache keys and for printing)."""
+        from dataclasses import asdict
+
+        return {
+            "name": self.name,
+            "model": dict(self.model),
+            "pretrain": asdict(self.pretrain),
+            "finetune": asdict(self.finetune),
+            "tokenizer_vocab": self.tokenizer_vocab,
+        }
+
+
+# --8<-- [start:recipes]
+_WALK_MODEL = dict(dim=128, n_layers=3, n_heads=4, n_kv_heads=2, ffn_hidden=384,
+                   max_seq_len=320, rope_theta=10000.0, tie_embeddings=True)
+
+RECIPES: dict[str, Recipe] = {
+    # seconds on a CPU: for tests
+    "tiny": Recipe(
+        name="tiny",
+        model=dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_hidden=64,
+                   max_seq_len=192, rope_theta=10000.0, tie_embeddings=True),
+        pretrain=TrainConfig(steps=4, batch_size=4, micro_batch_size=4, seq_len=64,
+                             lr=3e-3, min_lr=3e-4, warmup_steps=1, eval_every=2, seed=0),
+        finetune=TrainConfig(steps=4, batch_size=4, micro_batch_size=4, seq_len=192,
+                             lr=3e-3, min_lr=3e-4, warmup_steps=1, eval_every=2, seed=0),
+    ),
+    # the page's run: under 40 s on a 2-core CPU
+    "walkthrough": Recipe(
+        name="walkthrough",
+        model=_WALK_MODEL,
+        pretrain=TrainConfig(steps=150, batch_size=16, micro_batch_size=16, seq_len=128,
+                             lr=3e-3, min_lr=3e-4, warmup_steps=15, eval_every=50, seed=0),
+        finetune=TrainConfig(steps=300, batch_size=16, micro_batch_size=16, seq_len=320,
+                             lr=2e-3, min_lr=2e-4, warmup_steps=15, eval_every=100, seed=0),
+    ),
+    # the same run, larger, on one GPU
+    "walkthrough-gpu": Recipe(
+        name="walkthrough-gpu",
+        model=dict(dim=384, n_layers=6, n_heads=6, n_kv_heads=2, ffn_hidden=1024,
+                   max_seq_len=320, rope_theta=10000.0, tie_embeddings=True),
+        pretrain=TrainConfig(steps=600, batch_size=64, micro_batch_size=64, seq_len=256,
+                             lr=1e-3, min_lr=1e-4, warmup_steps=50, eval_every=100, seed=0),
+        finetune=TrainConfig(steps=800, batch_size=64, micro_batch_size=64, seq_len=320,
+                             lr=5e-4, min_lr=5e-5, warmup_steps=50, eval_every=200, seed=0),
+    ),
+}
+# --8<-- [end:recipes]
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe called ``name``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+
+    Examples:
+        >>> recipe("tiny").model["dim"]
+        32
+    """
+    if not isinstance(name, str) or name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[name]

@@ -1,0 +1,322 @@
+"""Tests of llm_glossary.train: determinism, the loss and its normalisation, the schedule,
+checkpoints and exact resume, DDP, evaluation and replies.
+
+Every model here is tiny (dim 32, 2 layers) so the file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm_glossary.model import Llama, LlamaConfig
+from llm_glossary.train import (
+    IGNORE,
+    History,
+    StepInfo,
+    TrainConfig,
+    accumulate_gradients,
+    learning_rate,
+    pretrain,
+    resolve_device,
+    token_loss_sum,
+)
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def tiny_model(vocab_size: int = 48, seed: int = 0, max_seq_len: int = 64) -> Llama:
+    torch.manual_seed(seed)
+    return Llama(LlamaConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                             ffn_hidden=64, max_seq_len=max_seq_len, rope_theta=10000.0))
+
+
+def pattern_tokens(n: int = 6000, period: int = 37) -> torch.Tensor:
+    """A sequence a model can learn: every token is determined by the one before it."""
+    return torch.arange(n) % period
+
+
+def small_config(**kw) -> TrainConfig:
+    base = dict(steps=6, batch_size=8, micro_batch_size=4, seq_len=16, lr=1e-2, min_lr=1e-3,
+                warmup_steps=2, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------- determinism
+
+
+def test_two_runs_in_one_process_give_bit_identical_traces():
+    a, b = tiny_model(), tiny_model()
+    ha = pretrain(a, pattern_tokens(), small_config())
+    hb = pretrain(b, pattern_tokens(), small_config())
+    assert ha.loss == hb.loss  # exact float equality, step by step
+    assert ha.grad_norm == hb.grad_norm
+    wa, wb = weights(a), weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+_SCRIPT = """
+import json, sys, torch
+sys.path.insert(0, {src!r})
+torch.set_num_threads({threads})
+from llm_glossary.model import Llama, LlamaConfig
+from llm_glossary.train import TrainConfig, pretrain
+torch.manual_seed(0)
+m = Llama(LlamaConfig(vocab_size=48, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                      ffn_hidden=64, max_seq_len=64, rope_theta=10000.0))
+cfg = TrainConfig(steps=6, batch_size=8, micro_batch_size=4, seq_len=16, lr=1e-2,
+                  min_lr=1e-3, warmup_steps=2, seed=0)
+h = pretrain(m, torch.arange(6000) % 37, cfg)
+print(json.dumps([x.hex() for x in h.loss]))
+"""
+
+
+def test_a_second_process_gives_the_bit_identical_trace():
+    here = pretrain(tiny_model(), pattern_tokens(), small_config())
+    script = _SCRIPT.format(src=str(SRC), threads=torch.get_num_threads())
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    there = [float.fromhex(x) for x in json.loads(out.stdout)]
+    assert there == here.loss
+
+
+# ---------------------------------------------------------------------- learning
+
+
+def test_the_loss_falls_on_a_tiny_configuration():
+    history = pretrain(tiny_model(), pattern_tokens(), small_config(steps=30, warmup_steps=3))
+    # uniform guessing over 48 tokens costs ln 48 ≈ 3.87 nats; the pattern is learnable
+    assert history.loss[0] > 0.8 * math.log(48)
+    assert history.loss[-1] < 0.3 * history.loss[0]
+
+
+def test_heldout_loss_is_evaluated_every_eval_every_steps_and_at_the_end():
+    history = pretrain(tiny_model(), pattern_tokens(), small_config(steps=7, eval_every=3),
+                       heldout=pattern_tokens(500))
+    assert history.heldout_step == [3, 6, 7]
+    assert len(history.heldout_loss) == 3
+
+
+def test_on_step_reports_every_step():
+    infos: list[StepInfo] = []
+    cfg = small_config(steps=4, eval_every=2)
+    history = pretrain(tiny_model(), pattern_tokens(), cfg, heldout=pattern_tokens(300), on_step=infos.append)
+    assert [i.step for i in infos] == [1, 2, 3, 4]
+    assert all(i.steps == 4 for i in infos)
+    assert [i.loss for i in infos] == history.loss
+    assert [i.lr for i in infos] == [learning_rate(s, cfg) for s in (1, 2, 3, 4)]
+    # every window is seq_len inputs; batch_size windows per step
+    assert [i.tokens for i in infos] == [8 * 16 * s for s in (1, 2, 3, 4)]
+    assert [i.heldout_loss is not None for i in infos] == [False, True, False, True]
+    assert all(i.tokens_per_s > 0 and i.elapsed_s > 0 for i in infos)
+
+
+# ---------------------------------------------------------------------- the loss
+
+
+def test_token_loss_sum_matches_the_mean_times_the_count():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 5, 11)
+    targets = torch.randint(0, 11, (2, 5))
+    targets[0, :2] = IGNORE
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1), ignore_index=-100)
+    assert torch.allclose(token_loss_sum(logits, targets), expected * 8)
+
+
+def _grads(model):
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _unequal_micro_batches():
+    """Three micro-batches with 2, 9 and 30 targets: unequal, as dialogs are."""
+    g = torch.Generator().manual_seed(3)
+    micro = []
+    for b, T, n_targets in ((1, 4, 2), (2, 6, 9), (3, 12, 30)):
+        x = torch.randint(0, 48, (b, T), generator=g)
+        y = torch.randint(0, 48, (b, T), generator=g)
+        flat = y.reshape(-1)
+        flat[n_targets:] = IGNORE
+        micro.append((x, y))
+    return micro
+
+
+def test_accumulation_equals_one_big_batch_on_unequal_lengths():
+    micro = _unequal_micro_batches()
+    n = sum(int((y != IGNORE).sum()) for _, y in micro)
+    model = tiny_model()
+    accumulate_gradients(model, micro, n_targets=n)
+    accumulated = _grads(model)
+
+    # the reference: one forward per micro-batch but one loss, the mean over all targets
+    reference_model = tiny_model()
+    total = sum(
+        torch.nn.functional.cross_entropy(reference_model(x).reshape(-1, 48), y.reshape(-1),
+                                          ignore_index=-100, reduction="sum")
+        for x, y in micro
+    )
+    (total / n).backward()
+    reference = _grads(reference_model)
+    for name in reference:
+        assert torch.allclose(accumulated[name], reference[name], rtol=1e-5, atol=1e-7), name
+
+    # and the test can fail: the mean of per-micro-batch means is a different gradient
+    wrong_model = tiny_model()
+    for x, y in micro:
+        (torch.nn.functional.cross_entropy(wrong_model(x).reshape(-1, 48), y.reshape(-1)) / len(micro)).backward()
+    wrong = _grads(wrong_model)
+    assert not torch.allclose(wrong["lm_head.weight"], reference["lm_head.weight"], rtol=1e-3, atol=1e-6)
+
+
+def test_accumulation_in_the_loop_equals_one_big_batch():
+    """Pretraining with 4 micro-batches of 2 against 1 of 8: the same step."""
+    a, b = tiny_model(), tiny_model()
+    ha = pretrain(a, pattern_tokens(), small_config(steps=2, micro_batch_size=2))
+    hb = pretrain(b, pattern_tokens(), small_config(steps=2, micro_batch_size=8))
+    assert ha.loss == pytest.approx(hb.loss, rel=1e-5)
+    assert ha.grad_norm == pytest.approx(hb.grad_norm, rel=1e-4)
+    wa, wb = weights(a), weights(b)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+# ---------------------------------------------------------------------- schedule
+
+
+def test_warmup_then_cosine_against_the_formula():
+    cfg = TrainConfig(steps=50, warmup_steps=10, lr=2e-3, min_lr=2e-4)
+    lrs = [learning_rate(s, cfg) for s in range(1, 51)]
+    for s in range(1, 11):  # linear warm-up: equal increments reaching lr at warmup_steps
+        assert lrs[s - 1] == pytest.approx(2e-3 * s / 10)
+    assert lrs[9] == pytest.approx(2e-3)
+    assert lrs[29] == pytest.approx((2e-3 + 2e-4) / 2)  # half-way through the decay: the mean
+    assert lrs[-1] == pytest.approx(2e-4)  # the last step ends at min_lr
+    decay = lrs[10:]
+    assert all(x > y for x, y in zip(decay, decay[1:]))  # strictly decreasing
+    # a quarter into the decay: min + (lr - min) · (1 + cos(π/4)) / 2
+    assert lrs[19] == pytest.approx(2e-4 + 1.8e-3 * (1 + math.sqrt(0.5)) / 2)
+
+
+def test_the_optimizer_uses_the_schedule():
+    cfg = small_config(steps=5, warmup_steps=2)
+    history = pretrain(tiny_model(), pattern_tokens(), cfg)
+    assert history.lr == [learning_rate(s, cfg) for s in range(1, 6)]
+
+
+def test_no_warmup_starts_on_the_cosine():
+    cfg = TrainConfig(steps=4, warmup_steps=0, lr=1.0, min_lr=0.0)
+    assert [learning_rate(s, cfg) for s in range(1, 5)] == pytest.approx(
+        [(1 + math.cos(math.pi * s / 4)) / 2 for s in range(1, 5)]
+    )
+
+
+# ---------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(steps=0), r"TrainConfig.steps must be a positive int, got 0"),
+        (dict(batch_size=6, micro_batch_size=4), r"batch_size=6 must be divisible by micro_batch_size=4"),
+        (dict(micro_batch_size=True), r"micro_batch_size must be a positive int, got True"),
+        (dict(seq_len=1.5), r"seq_len must be a positive int"),
+        (dict(warmup_steps=20, steps=10), r"warmup_steps=20 exceeds steps=10"),
+        (dict(warmup_steps=-1), r"warmup_steps must be an int >= 0"),
+        (dict(lr=0.0), r"lr must be > 0"),
+        (dict(lr=float("nan")), r"lr must be a finite number"),
+        (dict(min_lr=1.0, lr=0.1), r"min_lr=1.0 exceeds lr=0.1"),
+        (dict(weight_decay=-0.1), r"weight_decay must be a finite number >= 0"),
+        (dict(grad_clip="1"), r"grad_clip must be a finite number"),
+        (dict(betas=(0.9,)), r"betas must be two numbers in \[0, 1\)"),
+        (dict(betas=(0.9, 1.0)), r"betas must be two numbers"),
+        (dict(eval_every=-2), r"eval_every must be an int >= 0"),
+        (dict(eval_max_sequences=0), r"eval_max_sequences must be a positive int"),
+        (dict(long_dialogs="cut"), r"long_dialogs must be one of \('truncate', 'drop'\)"),
+        (dict(train_on=""), r"train_on must be a non-empty string"),
+    ],
+)
+def test_config_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_config_round_trips_through_a_dict():
+    cfg = small_config(betas=[0.8, 0.9])
+    assert cfg.betas == (0.8, 0.9)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match=r"unknown TrainConfig fields \['stepz'\]"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+def test_batch_must_split_across_processes():
+    with pytest.raises(ValueError, match=r"batch_size=8 is not divisible by micro_batch_size × world size = 4 × 3 = 12"):
+        small_config().accumulation(3)
+    assert small_config().accumulation(2) == 1
+
+
+@pytest.mark.parametrize(
+    "device, match",
+    [
+        ("gpu", r"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'"),
+        ("tpu", r"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got 'tpu'"),
+        (3, r"device must be a string such as 'cpu' or 'cuda', got int"),
+    ],
+)
+def test_device_errors(device, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_device(device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"device 'cuda' was requested, but CUDA is not available"):
+        pretrain(tiny_model(), pattern_tokens(), small_config(), device="cuda")
+
+
+def test_default_device_is_the_cpu():
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "tokens, kw, match",
+    [
+        (torch.zeros(3, 4, dtype=torch.long), {}, r"tokens must be a 1-D integer tensor of token ids, got shape \(3, 4\)"),
+        (torch.zeros(100), {}, r"tokens must be a 1-D integer tensor .* dtype torch.float32"),
+        ("abc", {}, r"tokens must be a 1-D integer tensor of token ids, got str"),
+        (torch.arange(100) % 37, {}, r"tokens: 100 tokens give 5 windows of seq_len=16, fewer than batch_size=8"),
+        (torch.full((2000,), 48), {}, r"tokens: token id 48 is outside the vocabulary 0 .. 47"),
+        (pattern_tokens(), dict(heldout=torch.arange(10)), r"heldout: 10 tokens, fewer than seq_len \+ 1 = 17"),
+        (pattern_tokens(), dict(on_step=3), r"on_step must be callable or None, got int"),
+        (pattern_tokens(), dict(checkpoint="dir"), r"checkpoint must be a Checkpointing or None, got str"),
+    ],
+)
+def test_pretrain_input_errors(tokens, kw, match):
+    with pytest.raises(ValueError, match=match):
+        pretrain(tiny_model(), tokens, small_config(), **kw)
+
+
+def test_pretrain_refuses_a_config_or_model_of_the_wrong_kind():
+    with pytest.raises(ValueError, match=r"config must be a TrainConfig, got dict"):
+        pretrain(tiny_model(), pattern_tokens(), {"steps": 3})
+    with pytest.raises(ValueError, match=r"model must be a torch.nn.Module \(a Llama\), got str"):
+        pretrain("model", pattern_tokens(), small_config())
+    with pytest.raises(ValueError, match=r"seq_len=128 exceeds the model's max_seq_len=64"):
+        pretrain(tiny_model(), pattern_tokens(), small_config(seq_len=128))
+
+
+def test_history_round_trips_through_json():
+    history = pretrain(tiny_model(), pattern_tokens(), small_config(steps=2))
+    again = History.from_dict(json.loads(json.dumps(history.to_dict())))
+    assert again == history
