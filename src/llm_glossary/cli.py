@@ -526,12 +526,14 @@ def _load_tokenizer(folder: Path):
     if not path.exists():
         raise CommandError(f"{folder}: no tokenizer.json; expected a model folder written by "
                            f"{PROG} pretrain or sft")
-    loader = getattr(dialog, "load_tokenizer", None)
-    if loader is not None:
-        return loader(folder)
     from llm_glossary.tokenizer import ByteFallbackBPE
 
-    return ByteFallbackBPE.from_hf(path)
+    tokenizer = ByteFallbackBPE.from_hf(path)
+    missing = [t for t in dialog.CHAT_SPECIALS if t not in tokenizer.pieces]
+    if missing:
+        raise CommandError(f"{path}: the tokenizer lacks the chat tokens {', '.join(missing)}; expected a "
+                           f"model folder written by {PROG} pretrain or sft")
+    return tokenizer
 
 
 def _save_tokenizer(tokenizer, folder: Path) -> None:
@@ -902,7 +904,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             held_texts = [p.read_text(encoding="utf-8") for p in held_files]
         else:
             held_files, held_texts = [], []
-        tokenizer = chat_tokenizer()
+        tokenizer = chat_tokenizer(recipe.tokenizer_vocab)
         tokens = _encode_texts(texts, tokenizer, files, "--corpus")
         heldout = _encode_texts(held_texts, tokenizer, held_files, "--heldout") if held_texts else None
         model = _build_model(recipe, len(tokenizer), config.seed)

@@ -20,9 +20,7 @@ Shapes: idx (B, T) token ids; activations (B, T, C); logits (B, T, V).
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable
@@ -32,6 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import positive_int as _positive_int
+from .checkpoint import (
+    CheckpointError,
+    atomic_folder,
+    atomic_write_json,
+    check_shapes,
+    load_safetensors,
+    read_folder,
+    read_json,
+    read_safetensors_header,
+    save_safetensors,
+)
 from .attention import KVCache, RollingKVCache, SelfAttention
 from .norm import RMSNorm
 from .position import rope_cos_sin
@@ -47,10 +56,6 @@ __all__ = [
     "save_safetensors",
     "load_safetensors",
 ]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, malformed, or does not fit the configuration."""
 
 
 # --8<-- [start:ffn_rule]
@@ -351,8 +356,11 @@ class Llama(nn.Module):
                 out["model." + name] = tensor
         return out
 
-    def load_hf_state_dict(self, state: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
-        """Load weights named as by Hugging Face; every tensor's shape is checked by name."""
+    def load_hf_state_dict(self, state: dict[str, torch.Tensor], *, source: str = "checkpoint", assign: bool = False) -> None:
+        """Load weights named as by Hugging Face; every tensor's shape is checked by name.
+
+        With ``assign`` the tensors become the parameters (for a model built on the meta device).
+        """
         own = self.state_dict()
         expected = {("model." + k if k != "lm_head.weight" else k): v for k, v in own.items()}
         if self.config.tie_embeddings:
@@ -374,7 +382,9 @@ class Llama(nn.Module):
             renamed[name[len("model.") :] if name.startswith("model.") else name] = got
         if self.config.tie_embeddings:
             renamed["lm_head.weight"] = renamed["embed_tokens.weight"]
-        self.load_state_dict(renamed)
+        self.load_state_dict(renamed, assign=assign)
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
 
     @classmethod
     def from_transformers(cls, hf_model) -> "Llama":
@@ -403,33 +413,82 @@ class Llama(nn.Module):
     # ------------------------------------------------------------------ files
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` (Hugging Face style) and ``model.safetensors`` into a folder."""
+        """Write ``config.json`` (Hugging Face style) and ``model.safetensors`` into a folder.
+
+        The folder is replaced as a whole (``checkpoint.atomic_folder``): a reader, or a crash,
+        sees the previous checkpoint or this one, never config.json of one and weights of the
+        other. Other files already in the folder (a tokenizer, a README) are kept.
+        """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         hf = config_to_hf_dict(self.config)
         hf["torch_dtype"] = str(self.lm_head.weight.dtype).removeprefix("torch.")
-        (folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
-        save_safetensors(self.hf_state_dict(), folder / "model.safetensors", metadata={"format": "pt"})
+        state = self.hf_state_dict()
+        with atomic_folder(folder, carry_over=True) as tmp:
+            atomic_write_json(tmp / "config.json", hf)
+            save_safetensors(state, tmp / "model.safetensors", metadata={"format": "pt"})
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, *, device: torch.device | str | None = None) -> "Llama":
-        """Read a folder written by ``save`` (or a Llama/Mistral ``save_pretrained`` folder)."""
-        folder = Path(folder)
+        """Read a folder written by ``save`` (or a Llama/Mistral ``save_pretrained`` folder).
+
+        Nothing is allocated before config.json is validated and every tensor's name and shape
+        in the safetensors header matches what the config implies; the model is then built on
+        the meta device and takes the loaded tensors in place.
+        """
+        return read_folder(folder, lambda f: cls._load_folder(f, device))
+
+    @classmethod
+    def _load_folder(cls, folder: Path, device) -> "Llama":
         config_path = folder / "config.json"
-        try:
-            hf = json.loads(config_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CheckpointError(f"{config_path}: no such file") from None
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{config_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        config = config_from_hf_dict(hf, source=str(config_path))
+        config = config_from_hf_dict(read_json(config_path), source=str(config_path))
         weights = folder / "model.safetensors"
-        state = load_safetensors(weights)
-        dtypes = {t.dtype for t in state.values()}
-        model = cls(config).to(dtypes.pop() if len(dtypes) == 1 else torch.float32)
-        model.load_hf_state_dict(state, source=str(weights))
+        infos = read_safetensors_header(weights)
+        expected = hf_tensor_shapes(config)
+        if config.tie_embeddings and "lm_head.weight" in infos:  # transformers ignores it too
+            expected["lm_head.weight"] = expected["model.embed_tokens.weight"]
+        for name in infos:
+            if name.endswith("rotary_emb.inv_freq"):  # older transformers saved this buffer
+                expected[name] = infos[name].shape
+        check_shapes(infos, expected, str(weights))
+        dtypes = {info.dtype for info in infos.values()}
+        bad = sorted(str(d) for d in dtypes - _MODEL_DTYPES)
+        if bad:
+            raise CheckpointError(f"{weights}: tensors of dtype {bad[0]}; expected one of float32, float16, bfloat16, float64")
+        state = load_safetensors(weights, expected=expected)
+        with torch.device("meta"):
+            model = cls(config)
+        dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+        state = {k: v.to(dtype) for k, v in state.items()}
+        model.load_hf_state_dict(state, source=str(weights), assign=True)
         return model.to(device) if device is not None else model
+
+
+_MODEL_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.float64}
+
+
+def hf_tensor_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor's Hugging Face name and shape for a configuration (nothing is allocated)."""
+    C, V, F_ = config.dim, config.vocab_size, config.ffn_hidden
+    q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
+    shapes = {"model.embed_tokens.weight": (V, C)}
+    for i in range(config.n_layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (C,),
+            p + "self_attn.q_proj.weight": (q, C),
+            p + "self_attn.k_proj.weight": (kv, C),
+            p + "self_attn.v_proj.weight": (kv, C),
+            p + "self_attn.o_proj.weight": (C, q),
+            p + "post_attention_layernorm.weight": (C,),
+            p + "mlp.gate_proj.weight": (F_, C),
+            p + "mlp.up_proj.weight": (F_, C),
+            p + "mlp.down_proj.weight": (C, F_),
+        })
+    shapes["model.norm.weight"] = (C,)
+    if not config.tie_embeddings:
+        shapes["lm_head.weight"] = (V, C)
+    return shapes
 
 
 def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
@@ -549,87 +608,3 @@ def config_to_transformers(config: LlamaConfig):
     hf = cls(**kwargs)
     hf._attn_implementation = "sdpa"
     return hf
-
-
-# ---------------------------------------------------------------------- safetensors
-
-_ST_DTYPES = {
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.float64: "F64",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
-
-
-# --8<-- [start:safetensors]
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write tensors in the safetensors format: an 8-byte header size, a JSON header, raw bytes.
-
-    The file is written to a temporary name first and renamed, so an interrupted save
-    never leaves a half-written checkpoint in place of a good one.
-    """
-    path = Path(path)
-    header: dict[str, object] = {"__metadata__": dict(metadata or {})}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        if t.dtype not in _ST_DTYPES:
-            raise ValueError(f"tensor {name} has dtype {t.dtype}, which safetensors cannot store here")
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""  # little-endian raw bytes
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    head += b" " * (-len(head) % 8)  # pad so the data starts 8-byte aligned
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for data in blobs:
-            f.write(data)
-    tmp.replace(path)
-
-
-def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (no pickle: only a JSON header and raw tensor bytes)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    if len(raw) < 8:
-        raise CheckpointError(f"{path}: too short to be a safetensors file ({len(raw)} bytes)")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > len(raw) - 8:
-        raise CheckpointError(f"{path}: header size {n} exceeds the file ({len(raw)} bytes): not a safetensors file")
-    try:
-        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: header is not valid JSON: not a safetensors file") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: header must be a JSON object")
-    header.pop("__metadata__", None)
-    data = memoryview(raw)[8 + n :]
-    out = {}
-    for name, info in header.items():
-        try:
-            dtype = _ST_NAMES[info["dtype"]]
-            shape = [int(s) for s in info["shape"]]
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: tensor {name}: malformed header entry {info!r}") from None
-        itemsize = torch.empty(0, dtype=dtype).element_size()
-        if not 0 <= begin <= end <= len(data) or end - begin != math.prod(shape) * itemsize:
-            raise CheckpointError(f"{path}: tensor {name}: byte range {begin}..{end} does not fit shape {shape} {info['dtype']}")
-        buf = bytearray(data[begin:end])
-        t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
-        out[name] = t.view(dtype).reshape(shape)
-    return out
-# --8<-- [end:safetensors]

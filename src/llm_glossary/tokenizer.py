@@ -46,6 +46,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .checkpoint import atomic_write_text
+
 __all__ = [
     "ByteFallbackBPE",
     "TokenizerFileError",
@@ -754,8 +756,8 @@ class ByteFallbackBPE:
         return data
 
     def save(self, path: str | Path) -> None:
-        """Write the tokenizer as readable JSON (one piece per line), atomically."""
-        _atomic_write_text(path, _dumps(self.to_dict()))
+        """Write the tokenizer as readable JSON (one piece per line)."""
+        atomic_write_text(path, _dumps(self.to_dict()))  # temp file + rename: never a torn file
 
     @classmethod
     def load(cls, path: str | Path) -> ByteFallbackBPE:

@@ -1,0 +1,282 @@
+"""llm_glossary.checkpoint: atomic writes, checkpoint folders, safetensors through the library."""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+import safetensors.torch as st
+import torch
+
+from llm_glossary import checkpoint
+from llm_glossary.checkpoint import (
+    CheckpointError,
+    atomic_file,
+    atomic_folder,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    load_safetensors,
+    read_safetensors_header,
+    save_safetensors,
+)
+from llm_glossary.model import Llama, LlamaConfig
+from llm_glossary.tokenizer import ByteFallbackBPE
+
+TINY = dict(vocab_size=61, dim=16, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=24, max_seq_len=32)
+
+
+def tiny_model(seed: int) -> Llama:
+    torch.manual_seed(seed)
+    return Llama(LlamaConfig(**TINY))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Hidden temporary names the writers use (.NAME.tmp-*, .NAME.new-*, .NAME.old-*)."""
+    return sorted(str(p.relative_to(parent)) for p in parent.rglob(".*"))
+
+
+def same_weights(a: Llama, b: Llama) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+# ---------------------------------------------------------------------- atomic files
+
+
+def test_atomic_writers_round_trip_and_leave_no_temporary_files(tmp_path):
+    atomic_write_bytes(tmp_path / "a.bin", b"\x00\x01")
+    atomic_write_text(tmp_path / "b.txt", "한국어\n")
+    atomic_write_json(tmp_path / "c.json", {"x": [1, 2], "이름": "값"})
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
+    assert (tmp_path / "b.txt").read_bytes() == "한국어\n".encode("utf-8")
+    assert json.loads((tmp_path / "c.json").read_text(encoding="utf-8")) == {"x": [1, 2], "이름": "값"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.txt", "c.json"]
+
+
+def test_atomic_write_json_refuses_nan_and_infinity_without_touching_the_file(tmp_path):
+    path = tmp_path / "c.json"
+    atomic_write_json(path, {"ok": 1})
+    with pytest.raises(ValueError, match="c.json: cannot write .* as standard JSON"):
+        atomic_write_json(path, {"rope_theta": float("inf")})
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert leftovers(tmp_path) == []
+
+
+def test_a_write_that_fails_half_way_keeps_the_old_file_bit_identical(tmp_path):
+    path = tmp_path / "data.bin"
+    atomic_write_bytes(path, b"old content")
+    with pytest.raises(OSError, match="No space left"):
+        with atomic_file(path) as f:
+            f.write(b"new con")  # half of the new file is written ...
+            disk_full()  # ... then the disk fills
+    assert path.read_bytes() == b"old content"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_full_disk_at_fsync_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "t.txt"
+    atomic_write_text(path, "old")
+    monkeypatch.setattr(os, "fsync", disk_full)  # delayed ENOSPC surfaces at fsync (NFS, quotas)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(path, "new text")
+    monkeypatch.undo()
+    assert path.read_text() == "old"
+    assert leftovers(tmp_path) == []
+
+
+def test_tokenizer_save_and_save_hf_keep_the_old_file_when_the_disk_fills(tmp_path, monkeypatch):
+    old = ByteFallbackBPE.train("aa bb aa bb ab", vocab_size=262 + 3)
+    new = ByteFallbackBPE.train("xyz xyz xyz", vocab_size=262 + 4)
+    for method in ("save", "save_hf"):
+        path = tmp_path / f"{method}.json"
+        getattr(old, method)(path)
+        before = path.read_bytes()
+        with monkeypatch.context() as m:
+            m.setattr(os, "fsync", disk_full)
+            with pytest.raises(OSError, match="No space left"):
+                getattr(new, method)(path)
+        assert path.read_bytes() == before
+    assert ByteFallbackBPE.load(tmp_path / "save.json").encode("aa bb") == old.encode("aa bb")
+    assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------- checkpoint folders
+
+
+def test_a_failed_model_save_leaves_the_previous_checkpoint_loadable_and_bit_identical(tmp_path, monkeypatch):
+    folder = tmp_path / "ckpt"
+    first = tiny_model(0)
+    first.save(folder)
+    before = snapshot(folder)
+    real_save_file = st.save_file
+
+    def half_then_full(tensors, filename, metadata=None):
+        real_save_file(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as f:
+            f.truncate(os.path.getsize(filename) // 2)
+        disk_full()
+
+    monkeypatch.setattr(st, "save_file", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        tiny_model(1).save(folder)  # config.json is already written when the weights fail
+    monkeypatch.undo()
+    assert snapshot(folder) == before
+    assert same_weights(Llama.load(folder), first)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_dtype_the_file_cannot_hold_fails_before_anything_is_written(tmp_path):
+    folder = tiny_model(0).save(tmp_path / "ckpt")
+    before = snapshot(folder)
+    with pytest.raises(CheckpointError, match=r"tensor 'x' has dtype torch.complex64"):
+        save_safetensors({"x": torch.zeros(2, dtype=torch.complex64)}, folder / "model.safetensors")
+    assert snapshot(folder) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_model_save_keeps_other_files_in_the_folder(tmp_path):
+    folder = tiny_model(0).save(tmp_path / "ckpt")
+    (folder / "tokenizer.json").write_text("{}")
+    tiny_model(1).save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert same_weights(Llama.load(folder), tiny_model(1))
+
+
+def test_atomic_folder_replaces_the_whole_folder_or_nothing(tmp_path):
+    target = tmp_path / "run"
+    with atomic_folder(target) as tmp:
+        (tmp / "a").write_text("1")
+        (tmp / "b").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "a").write_text("2")
+            raise RuntimeError("crash while writing")
+    assert snapshot(target) == {"a": b"1", "b": b"1"}
+    with atomic_folder(target) as tmp:
+        (tmp / "c").write_text("3")
+    assert snapshot(target) == {"c": b"3"}  # carry_over=False: exactly the new folder
+    assert leftovers(tmp_path) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match="file: exists and is not a folder"):
+        with atomic_folder(tmp_path / "file"):
+            pass
+
+
+def test_the_swap_works_without_rename_exchange(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "_exchange", lambda a, b: False)
+    folder = tiny_model(0).save(tmp_path / "ckpt")
+    tiny_model(1).save(folder)
+    assert same_weights(Llama.load(folder), tiny_model(1))
+    assert leftovers(tmp_path) == []
+
+
+def _crash_between_the_renames(folder: str) -> None:
+    """Child process: save with the two-rename swap and die (os._exit) between the renames."""
+    checkpoint._exchange = lambda a, b: False
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if Path(dst) == Path(folder) and ".new-" in str(src):
+            os._exit(3)  # power cut: the old folder is aside, the new one not yet in place
+        real_rename(src, dst)
+
+    os.rename = rename
+    tiny_model(1).save(folder)
+    os._exit(0)
+
+
+def test_a_crash_between_the_two_renames_still_loads_a_complete_checkpoint(tmp_path):
+    folder = tmp_path / "ckpt"
+    tiny_model(0).save(folder)
+    child = multiprocessing.get_context("fork").Process(target=_crash_between_the_renames, args=(str(folder),))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 3
+    assert not folder.exists()
+    assert any(".ckpt.old-" in name for name in leftovers(tmp_path))
+    assert same_weights(Llama.load(folder), tiny_model(1))  # the complete new folder beside it
+    tiny_model(2).save(folder)  # the next save works normally
+    assert same_weights(Llama.load(folder), tiny_model(2))
+
+
+def _save_repeatedly(folder: str, seed: int, barrier, times: int) -> None:
+    model = tiny_model(seed)
+    barrier.wait()
+    for _ in range(times):
+        model.save(folder)
+        save_safetensors(model.hf_state_dict(), Path(folder).parent / "one.safetensors")
+
+
+def _load_repeatedly(folder: str, barrier, times: int, queue) -> None:
+    a, b = tiny_model(10), tiny_model(11)
+    barrier.wait()
+    seen = set()
+    for _ in range(times):
+        m = Llama.load(folder)
+        seen.add("a" if same_weights(m, a) else "b" if same_weights(m, b) else "mix")
+    queue.put(sorted(seen))
+
+
+def test_concurrent_saves_to_one_path_leave_one_complete_checkpoint(tmp_path):
+    folder = tmp_path / "ckpt"
+    tiny_model(10).save(folder)
+    ctx = multiprocessing.get_context("fork")
+    barrier, queue = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_save_repeatedly, args=(str(folder), seed, barrier, 8)) for seed in (10, 11)]
+    procs.append(ctx.Process(target=_load_repeatedly, args=(str(folder), barrier, 16, queue)))
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    seen = queue.get(timeout=5)
+    assert "mix" not in seen  # every read saw one complete checkpoint, old or new
+    final = Llama.load(folder)
+    assert same_weights(final, tiny_model(10)) or same_weights(final, tiny_model(11))
+    one = load_safetensors(tmp_path / "one.safetensors")
+    assert any(all(torch.equal(one[k], v) for k, v in tiny_model(s).hf_state_dict().items()) for s in (10, 11))
+    assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------- safetensors
+
+
+def test_save_safetensors_writes_what_the_library_reads_and_back(tmp_path):
+    tensors = {
+        "f32": torch.randn(3, 4),
+        "bf16": torch.randn(5).to(torch.bfloat16),
+        "i64": torch.arange(6).reshape(2, 3),
+        "flag": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 3),
+        "strided": torch.randn(4, 6)[:, ::2],
+    }
+    ours = save_safetensors(tensors, tmp_path / "ours.safetensors", metadata={"format": "pt"})
+    for name, t in st.load_file(ours).items():
+        assert t.dtype == tensors[name].dtype and torch.equal(t, tensors[name]), name
+    theirs = tmp_path / "theirs.safetensors"
+    st.save_file({k: v.contiguous() for k, v in tensors.items()}, theirs)
+    loaded = load_safetensors(theirs)
+    assert loaded.keys() == tensors.keys()
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    header = read_safetensors_header(ours)
+    assert header["f32"].shape == (3, 4) and header["f32"].dtype == torch.float32
+    assert checkpoint.read_safetensors_metadata(ours) == {"format": "pt"}
+
+
+def test_model_module_keeps_the_old_names(tmp_path):
+    from llm_glossary import model
+
+    assert model.CheckpointError is CheckpointError
+    assert model.save_safetensors is save_safetensors and model.load_safetensors is load_safetensors
