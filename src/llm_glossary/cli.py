@@ -492,6 +492,18 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _state_sha256(model) -> str:
+    """A fingerprint of a model's weights (names, shapes, dtypes and bytes)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _role_map(pairs: Sequence[tuple[str, str]]) -> dict[str, str] | None:
     return dict(pairs) if pairs else None
 
@@ -740,7 +752,10 @@ def _train_config(base, args, world_size: int):
     return dataclasses.replace(base, **changes)
 
 
-def _prepare_out(out: Path, settings: dict, resume: bool, dist_ctx: _Dist) -> bool:
+_NOT_COMPARED = ("micro_batch_size", "processes", "files")  # may change on --resume
+
+
+def _prepare_out(out: Path, settings: dict, resume: bool) -> bool:
     """Check --out before any work; returns whether a checkpoint to resume from exists."""
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {out}: is a file, expected a folder")
@@ -757,28 +772,30 @@ def _prepare_out(out: Path, settings: dict, resume: bool, dist_ctx: _Dist) -> bo
     except (OSError, json.JSONDecodeError) as err:
         raise CommandError(f"{run_file}: cannot read the settings of the run to resume ({err})") from None
     for key, value in settings.items():
-        if key in ("started", "processes"):
+        if key in _NOT_COMPARED or previous.get(key) == value:
             continue
-        if previous.get(key) != value:
-            option = "--" + key.replace("_", "-")
-            raise CommandError(f"--resume: {option} differs from the run in {out} "
-                               f"({previous.get(key)!r} there, {value!r} now); resume with the same "
-                               "settings or choose another --out")
+        option = {"data_sha256": "--data", "heldout_sha256": "--heldout", "corpus_sha256": "--corpus",
+                  "base_sha256": "--base"}.get(key, "--" + key.replace("_", "-"))
+        shown = "other file contents" if key.endswith("_sha256") else f"{previous.get(key)!r} there, {value!r} now"
+        raise CommandError(f"--resume: {option} differs from the run in {out} ({shown}); resume with the "
+                           "same settings or choose another --out")
     return ckpts.is_dir() and any(ckpts.iterdir())
 
 
 def _settings(command: str, args, config, files: dict[str, list[Path]], extra: dict) -> dict:
-    data = {key: [{"path": str(p), "sha256": _sha256(p)} for p in paths] for key, paths in files.items()}
+    """What must stay the same for --resume to continue the run exactly (files by content)."""
     return {
         "command": command,
         "config": args.config,
         "steps": config.steps,
         "batch_size": config.batch_size,
-        "micro_batch_size": config.micro_batch_size,
         "lr": config.lr,
         "seed": config.seed,
-        **data,
+        "eval_every": config.eval_every,
+        **{f"{key}_sha256": [_sha256(p) for p in paths] for key, paths in files.items()},
         **extra,
+        "micro_batch_size": config.micro_batch_size,
+        "files": {key: [str(p) for p in paths] for key, paths in files.items()},
     }
 
 
@@ -795,7 +812,7 @@ def _run_training(command: str, args, *, prepare: Callable, train_fn: Callable) 
     with _distributed(args.device) as (dist_ctx, device):
         tokenizer, model, data, heldout, config, settings = prepare(dist_ctx, device)
         out: Path = args.out
-        resumable = _prepare_out(out, settings, args.resume, dist_ctx)
+        resumable = _prepare_out(out, settings, args.resume)
         _barrier(dist_ctx)
         if dist_ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -942,7 +959,6 @@ def cmd_sft(args: argparse.Namespace) -> int:
         if args.base is not None:
             model, tokenizer = load_model_folder(args.base)
             model.train()
-            base = str(args.base)
         else:
             from llm_glossary import walkthrough
 
@@ -951,10 +967,10 @@ def cmd_sft(args: argparse.Namespace) -> int:
             import copy
 
             model = copy.deepcopy(model).cpu().train()  # the memoized model stays untouched
-            base = "walkthrough"
+        base = _state_sha256(model)
         settings = _settings("sft", args, config,
                              {"data": list(args.data), "heldout": list(args.heldout or [])},
-                             {"base": base, "role_map": dict(role_map or {})})
+                             {"base_sha256": base, "role_map": dict(role_map or {})})
         return tokenizer, model, dialogs, heldout, config, settings
 
     def run(model, dialogs, tokenizer, config, heldout, device, on_step, checkpoint):
