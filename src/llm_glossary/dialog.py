@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
+from llm_glossary.checkpoint import atomic_write_text
 from llm_glossary.tokenizer import (
     BEGIN_OF_TEXT,
     CHAT_SPECIALS,
@@ -61,7 +62,8 @@ __all__ = [
     "Dialog",
     "DialogFormatError",
     "Batch",
-    # "load_dialogs", "save_dialogs": next commit
+    "load_dialogs",
+    "save_dialogs",
     "dialog_schema",
     "schema_path",
     "chat_tokenizer",
@@ -413,3 +415,520 @@ def dialog_schema() -> dict:
     """The JSON Schema (draft 2020-12) of the project format, as a dict."""
     return json.loads(schema_path().read_text(encoding="utf-8"))
 
+
+
+# The three dialog layouts load_dialogs reads: (list key, role key, content key, schema def).
+_KINDS = {
+    "conversation": ("speaker", "utterance", "dialog"),  # the project format
+    "messages": ("role", "content", "openai_dialog"),  # OpenAI chat messages
+    "conversations": ("from", "value", "sharegpt_dialog"),  # ShareGPT
+}
+_DEFAULT_NAMES = {
+    "conversation": {r: r for r in ROLES},
+    "messages": {r: r for r in ROLES},
+    "conversations": {"human": "user", "gpt": "assistant", "system": "system",
+                      "user": "user", "assistant": "assistant"},
+}
+# Quotes that word processors, blogs and input methods put where JSON needs '"' (U+0022).
+_TYPOGRAPHIC_QUOTES = "\u201c\u201d\u2018\u2019\u201e\u201f\u201a\u2033\u00ab\u00bb\uff02"
+_QUOTE_ADVICE = (
+    "JSON needs the straight quote \" (U+0022) around keys and strings; word processors, "
+    "blogs and some input methods replace it with typographic quotes (\u201c \u201d \u2018 \u2019), "
+    "often when an example is copied from a web page. Retype them as \", or turn off "
+    "'smart quotes' in the editor")
+
+
+class _Obj(dict):
+    """A JSON object that remembers keys given more than once (JSON keeps the last)."""
+
+    duplicate_keys: tuple = ()
+
+
+def _object_pairs(pairs):
+    obj = _Obj(pairs)
+    if len(obj) != len(pairs):
+        seen: set = set()
+        obj.duplicate_keys = tuple(dict.fromkeys(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
+class _Problems:
+    """Collects problems (keeps the first _MAX_KEPT_PROBLEMS, counts the rest)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.items: list[str] = []
+        self.n_more = 0
+
+    def add(self, where: str, what: str) -> None:
+        if len(self.items) < _MAX_KEPT_PROBLEMS:
+            self.items.append(f"{self.path}: {where}: {what}" if where else f"{self.path}: {what}")
+        else:
+            self.n_more += 1
+
+    def __len__(self) -> int:
+        return len(self.items) + self.n_more
+
+    def fail(self) -> DialogFormatError:
+        return DialogFormatError(self.path, self.items, self.n_more)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {_short(value)}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _short(value: Any, n: int = 40) -> str:
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _suggest(key: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _join_path(base: str, parts: Iterable) -> str:
+    out = base
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+@lru_cache(maxsize=None)
+def _validator(definition: str):
+    import jsonschema
+
+    schema = dialog_schema()
+    root = {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
+    return jsonschema.Draft202012Validator(root)
+
+
+def _schema_problems(obj: Any, definition: str, where: str, label: str, problems: _Problems) -> None:
+    """Validate ``obj`` with the schema and turn each error into one plain message."""
+    errors = sorted(_validator(definition).iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    typo_fixed: set = set()  # (path, key) of required keys explained by an unknown near miss
+    for e in errors:
+        if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+            allowed = list(e.schema.get("properties", {}))
+            for key in e.instance:
+                if key in allowed:
+                    continue
+                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+                if close and close[0] not in e.instance:
+                    typo_fixed.add((tuple(e.absolute_path), close[0]))
+    for e in errors:
+        place = _join_path(where, e.absolute_path) + label
+        v, inst = e.validator, e.instance
+        if v == "required":
+            for key in e.validator_value:
+                if isinstance(inst, dict) and key not in inst and (tuple(e.absolute_path), key) not in typo_fixed:
+                    problems.add(place, f"missing key {key!r} (expected the keys "
+                                        f"{', '.join(map(repr, e.schema.get('properties', {})))})")
+        elif v == "additionalProperties":
+            allowed = list(e.schema.get("properties", {}))
+            for key in inst:
+                if key not in allowed:
+                    hint = _suggest(str(key), allowed) or _foreign_key_hint(str(key))
+                    problems.add(place, f"unknown key {key!r} (allowed: "
+                                        f"{', '.join(map(repr, allowed))}){hint}")
+        elif v == "type":
+            want = e.validator_value
+            want = " or ".join({"integer": "an integer", "string": "a string", "array": "a list",
+                                "object": "an object"}.get(w, w) for w in ([want] if isinstance(want, str) else want))
+            problems.add(place, f"expected {want}, found {_type_name(inst)}")
+        elif v == "minItems":
+            problems.add(place, "the list is empty; expected at least one item")
+        elif v in ("minLength", "pattern") and isinstance(inst, str):
+            what = "an empty string" if not inst else f"only whitespace ({_short(inst)})"
+            problems.add(place, f"{what}; expected some text")
+        elif v == "maxLength":
+            problems.add(place, f"{len(inst)} characters long; the limit is {MAX_CONTENT_CHARS} "
+                                "(llm_glossary.dialog.MAX_CONTENT_CHARS): split or shorten the message")
+        elif v == "enum":
+            continue  # roles are checked in code, where role_map is known
+        else:
+            problems.add(place, e.message)
+
+
+def _foreign_key_hint(key: str) -> str:
+    for list_key, (role_key, content_key, _) in _KINDS.items():
+        if key in (role_key, content_key):
+            return (f"; {role_key!r}/{content_key!r} belong to dialogs written with "
+                    f"{list_key!r}; keep one layout per dialog")
+    return ""
+
+
+def _dialog_from(obj: Any, where: str, source: str, default_id: str, names: dict,
+                 role_map_given: bool, problems: _Problems) -> Dialog | None:
+    """Check one dialog object (any of the three layouts); a Dialog, or None on problems."""
+    before = len(problems)
+    if not isinstance(obj, dict):
+        problems.add(where, f"expected a dialog object, found {_type_name(obj)}")
+        return None
+    for key in getattr(obj, "duplicate_keys", ()):
+        problems.add(where, f"key {key!r} appears more than once (JSON keeps only the last)")
+    kinds = [k for k in _KINDS if k in obj]
+    if len(kinds) != 1:
+        if kinds:
+            problems.add(where, f"both {kinds[0]!r} and {kinds[1]!r}; expected one list of messages")
+        else:
+            hint = ""
+            for key in obj:
+                hint = _suggest(str(key), _KINDS)
+                if hint:
+                    hint = f" (found {key!r}{hint[1:]})"
+                    break
+            problems.add(where, "missing key 'conversation'; a dialog holds its messages in "
+                                "'conversation' (project format), 'messages' (OpenAI) or "
+                                f"'conversations' (ShareGPT){hint}")
+        return None
+    kind = kinds[0]
+    role_key, content_key, definition = _KINDS[kind]
+    did = obj.get("id", default_id)
+    label = f" (dialog id {_short(did)})" if "id" in obj and isinstance(did, (int, str)) else ""
+    _schema_problems(obj, definition, where, label, problems)
+    turns = obj[kind] if isinstance(obj[kind], list) else []
+    roles: list[str | None] = []
+    for t, turn in enumerate(turns):
+        place = f"{where}.{kind}[{t}]" if where else f"{kind}[{t}]"
+        if not isinstance(turn, dict):
+            roles.append(None)
+            continue
+        for key in getattr(turn, "duplicate_keys", ()):
+            problems.add(place + label, f"key {key!r} appears more than once (JSON keeps only the last)")
+        name, content = turn.get(role_key), turn.get(content_key)
+        role = names.get(name) if isinstance(name, str) else None
+        if isinstance(name, str) and role is None:
+            allowed = ", ".join(repr(n) for n in names)
+            problems.add(f"{place}.{role_key}{label}", (
+                f"unknown role {name!r}; expected one of {allowed}. For other names pass "
+                f"role_map, e.g. load_dialogs(path, role_map={{{name!r}: 'assistant'}})"))
+        if isinstance(content, str):
+            bad = _lone_surrogate(content)
+            if bad is not None:
+                problems.add(f"{place}.{content_key}{label}",
+                             f"a lone surrogate {content[bad]!r} at index {bad} (a \\u escape "
+                             "without its pair); expected valid Unicode text")
+        roles.append(role)
+    if len(problems) > before:
+        return None
+    prefix = f"{where}.{kind}" if where else kind
+    seed = next((t for t in range(1, len(roles)) if roles[t] == "system" and roles[t - 1] == "user"), None)
+    if seed is not None:
+        names_used = {turn.get(role_key) for turn in turns}
+        fix = ("" if role_map_given else
+               " or read the file with load_dialogs(path, role_map={'system': 'assistant'})")
+        problems.add(f"{prefix}[{seed}].{role_key}{label}", (
+            f"{turns[seed].get(role_key)!r} answers the user here. In OpenAI messages, Llama 3 "
+            "and Hugging Face chat templates 'system' is the instruction placed before a "
+            "conversation and the replying side is 'assistant'. Rename the speaker to "
+            f"'assistant'{fix}"
+            + (" (this dialog has no 'assistant' at all)" if "assistant" not in names_used else "")))
+        return None
+    for t in range(1, len(roles)):
+        if roles[t] == "system":
+            problems.add(f"{prefix}[{t}].{role_key}{label}",
+                         "a 'system' message after the start; 'system' may only come first")
+        elif roles[t] == roles[t - 1]:
+            problems.add(f"{prefix}[{t}].{role_key}{label}",
+                         f"two {roles[t]!r} messages in a row ({kind}[{t - 1}] and [{t}]); "
+                         "expected 'user' and 'assistant' to take turns (merge them into one)")
+    if roles and "assistant" not in roles:
+        problems.add(f"{where}{label}" if where else label.strip(" ()") or "dialog",
+                     "no 'assistant' message, so there is nothing to learn from; "
+                     "expected at least one reply")
+    if len(problems) > before:
+        return None
+    messages = tuple(Message(r, turn[content_key]) for r, turn in zip(roles, turns))
+    return Dialog(did, messages, source)
+
+
+def _quote_problems(text: str, problems: _Problems, line0: int = 1) -> bool:
+    """Report typographic quotes that stand outside JSON strings; True if any were found."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    in_str = esc = False
+    line, col = line0, 1
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"' or ch == "\n":
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in _TYPOGRAPHIC_QUOTES:
+            found.setdefault(ch, []).append((line, col))
+        if ch == "\n":
+            line, col = line + 1, 1
+        else:
+            col += 1
+    for k, (ch, places) in enumerate(sorted(found.items(), key=lambda kv: kv[1][0])):
+        (l, c), rest = places[0], places[1:]
+        more = ""
+        if rest:
+            shown = ", ".join(f"{a}:{b}" for a, b in rest[:5])
+            more = f" (and {len(rest)} more at line:column {shown}" + (" …)" if len(rest) > 5 else ")")
+        problems.add(f"line {l}, column {c}", (
+            f"typographic quote {ch} (U+{ord(ch):04X} {unicodedata.name(ch, '?')}) where JSON "
+            f"needs \"{more}" + (f". {_QUOTE_ADVICE}" if k == 0 else "")))
+    return bool(found)
+
+
+def _syntax_hint(err: json.JSONDecodeError) -> str:
+    doc, pos, msg = err.doc, err.pos, err.msg
+    at = doc[pos] if pos < len(doc) else ""
+    if at == "'":
+        return "; JSON strings and keys use double quotes \", not single quotes '"
+    if msg.startswith("Expecting property name") and at == "}":
+        return "; a trailing comma before } (JSON allows no comma after the last item)"
+    if msg == "Expecting value" and at in "]}" and at:
+        return f"; a trailing comma before {at} (JSON allows no comma after the last item)"
+    if msg == "Expecting value" and not doc[pos:].strip():
+        return "; the text ends early: an unclosed [ or {, or a missing value"
+    if msg.startswith("Expecting ',' delimiter"):
+        return "; a missing comma between two items, or an unclosed [ or {"
+    if msg.startswith("Unterminated string"):
+        return "; a string without its closing \""
+    if msg.startswith("Invalid control character"):
+        return "; a raw line break or tab inside a string: write \\n or \\t"
+    if msg.startswith("Invalid \\escape"):
+        return "; a backslash inside a string must be written \\\\"
+    if msg == "Extra data":
+        return ("; more than one JSON value: wrap the dialogs in {\"dialogs\": [...]}, or "
+                "name the file .jsonl if it holds one dialog per line")
+    return ""
+
+
+def _parse(text: str, problems: _Problems, line0: int = 1) -> tuple[bool, Any]:
+    """(ok, value) of one JSON text; problems name line and column (file lines)."""
+    try:
+        return True, json.loads(text, object_pairs_hook=_object_pairs)
+    except json.JSONDecodeError as err:
+        if not _quote_problems(text, problems, line0):
+            line = err.lineno + line0 - 1
+            problems.add(f"line {line}, column {err.colno}",
+                         f"not valid JSON: {err.msg}{_syntax_hint(err)}")
+    except RecursionError:
+        problems.add(f"line {line0}" if line0 > 1 else "", "not valid JSON here: nested too deeply")
+    except ValueError as err:  # e.g. an integer with more digits than Python converts
+        problems.add(f"line {line0}" if line0 > 1 else "", f"not valid JSON here: {err}")
+    return False, None
+
+
+def _decode(data: bytes, problems: _Problems, line0: int = 1) -> str | None:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        problems.add("", "the file is UTF-16 (it starts with a UTF-16 byte order mark); "
+                         "expected UTF-8: save it as UTF-8")
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        start = err.start
+        line = data.count(b"\n", 0, start) + line0
+        col = len(data[data.rfind(b"\n", 0, start) + 1: start].decode("utf-8", "replace")) + 1
+        guess = ""
+        try:
+            data.decode("cp949")
+            guess = " It reads as CP949 (EUC-KR), a common Korean encoding."
+        except UnicodeDecodeError:
+            pass
+        problems.add(f"line {line}, column {col}", (
+            f"not UTF-8: byte 0x{data[start]:02X} ({err.reason}); expected UTF-8 text "
+            f"(a UTF-8 byte order mark is fine).{guess} Save the file as UTF-8"))
+        return None
+
+
+def _check_role_map(role_map: Mapping[str, str] | None) -> dict:
+    if role_map is None:
+        return {}
+    if not isinstance(role_map, Mapping):
+        raise ValueError(f"role_map must be a dict of name -> role, got {type(role_map).__name__}")
+    for name, role in role_map.items():
+        if not isinstance(name, str) or role not in ROLES:
+            raise ValueError(
+                f"role_map[{name!r}] = {role!r}: expected a string name mapped to one of {ROLES}")
+    return dict(role_map)
+
+
+def load_dialogs(path: str | Path, *, role_map: Mapping[str, str] | None = None) -> list[Dialog]:
+    """Read and check a dialog file; every problem is reported at once.
+
+    Reads:
+
+    * the project format (JSON Schema: :func:`schema_path`)
+      ``{"dialogs": [{"id": 1, "conversation": [{"speaker": "user", "utterance": "…"},
+      {"speaker": "assistant", "utterance": "…"}]}]}``, or a top-level list of dialogs;
+    * JSON Lines (``.jsonl``/``.ndjson``): one dialog object per line, read line by line;
+    * dialogs written as OpenAI ``{"messages": [{"role", "content"}]}`` or ShareGPT
+      ``{"conversations": [{"from", "value"}]}`` (human → user, gpt → assistant), with an
+      optional ``"id"``.
+
+    Args:
+        path: the file.
+        role_map: extra role names, ``name -> role``; applied before the checks. Files that
+            call the replying side "system" (as a widely read example does) need
+            ``{"system": "assistant"}``.
+
+    Returns:
+        The dialogs in file order. ``source`` says where each came from.
+
+    Raises:
+        DialogFormatError: naming the file and, per problem, the line and column (syntax)
+            or the JSON path and dialog id: typographic quotes, JSON syntax, encoding, an
+            empty file or no dialogs, a wrong top level, missing / unknown / duplicated keys,
+            wrong types, empty content or content over :data:`MAX_CONTENT_CHARS` characters,
+            unknown roles, "system" answering the user, "system" not first, two messages of
+            one role in a row, no assistant message, duplicate ids.
+        ValueError: a malformed ``role_map``.
+
+    Examples:
+        >>> import json, tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> p = os.path.join(folder, "d.json")
+        >>> with open(p, "w", encoding="utf-8") as f:
+        ...     json.dump({"dialogs": [{"id": 1, "conversation": [
+        ...         {"speaker": "user", "utterance": "Hi"},
+        ...         {"speaker": "system", "utterance": "Hello!"}]}]}, f)
+        >>> [m.role for m in load_dialogs(p, role_map={"system": "assistant"})[0].messages]
+        ['user', 'assistant']
+    """
+    extra = _check_role_map(role_map)
+    path = Path(path)
+    problems = _Problems(path)
+    if not path.exists():
+        problems.add("", "file not found")
+        raise problems.fail()
+    if path.is_dir():
+        problems.add("", "is a folder; expected a dialog file")
+        raise problems.fail()
+    dialogs: list[Dialog] = []
+    ids: dict[str, str] = {}
+
+    def take(obj: Any, where: str, source: str, default_id: str) -> None:
+        kind = next((k for k in _KINDS if isinstance(obj, dict) and k in obj), "conversation")
+        names = {**_DEFAULT_NAMES[kind], **extra}
+        d = _dialog_from(obj, where, source, default_id, names, bool(extra), problems)
+        if isinstance(obj, dict) and "id" in obj and isinstance(obj["id"], (int, str)) \
+                and not isinstance(obj["id"], bool):
+            key = str(obj["id"])
+            if key in ids:
+                problems.add(where, f"duplicate id {_short(obj['id'])} (also at {ids[key]}); "
+                                    "expected unique ids")
+            else:
+                ids[key] = where or source
+        if d is not None:
+            dialogs.append(d)
+
+    try:
+        if path.suffix.lower() in (".jsonl", ".ndjson"):
+            _load_lines(path, problems, take)
+        else:
+            _load_document(path, problems, take)
+    except OSError as err:
+        problems.add("", f"cannot read the file ({err.strerror or err})")
+    if problems:
+        raise problems.fail()
+    return dialogs
+
+
+def _load_lines(path: Path, problems: _Problems, take) -> None:
+    n_lines = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            text = _decode(raw, problems, lineno)
+            if text is None or not text.strip():
+                continue
+            n_lines += 1
+            ok, obj = _parse(text, problems, lineno)
+            if ok:
+                take(obj, f"line {lineno}", f"{path}:{lineno}", f"line {lineno}")
+    if n_lines == 0 and not problems:
+        problems.add("", "the file is empty; expected one dialog object per line")
+
+
+def _load_document(path: Path, problems: _Problems, take) -> None:
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    text = _decode(data, problems)
+    if text is None:
+        return
+    if not text.strip():
+        problems.add("", "the file is empty; expected {\"dialogs\": [...]}")
+        return
+    ok, doc = _parse(text, problems)
+    if not ok:
+        return
+    if isinstance(doc, list):
+        items, base = doc, ""
+    elif isinstance(doc, dict) and "dialogs" in doc:
+        for key in getattr(doc, "duplicate_keys", ()):
+            problems.add("", f"key {key!r} appears more than once (JSON keeps only the last)")
+        for key in doc:
+            if key not in ("dialogs", "$schema"):
+                problems.add("", f"unknown top-level key {key!r}; expected only 'dialogs'"
+                                 f"{_suggest(str(key), ['dialogs'])}")
+        items, base = doc["dialogs"], "dialogs"
+        if not isinstance(items, list):
+            problems.add("dialogs", f"expected a list of dialogs, found {_type_name(items)}")
+            return
+    elif isinstance(doc, dict):
+        near = [k for k in doc if _suggest(str(k), ["dialogs"])]
+        if near:
+            problems.add("", f"missing key 'dialogs' (found {near[0]!r}; did you mean 'dialogs'?)")
+        elif any(k in doc for k in _KINDS):
+            problems.add("", "the top level is one dialog; expected {\"dialogs\": [ ... ]} "
+                             "around it (or one dialog per line in a .jsonl file)")
+        else:
+            keys = ", ".join(map(repr, list(doc)[:5]))
+            problems.add("", f"the top level is an object with the keys {keys}; expected "
+                             "{\"dialogs\": [...]} or a list of dialogs")
+        return
+    else:
+        problems.add("", f"the top level is {_type_name(doc)}; expected {{\"dialogs\": [...]}} "
+                         "or a list of dialogs")
+        return
+    if not items:
+        problems.add(base, "no dialogs (the list is empty); expected at least one")
+        return
+    for i, obj in enumerate(items):
+        where = f"{base}[{i}]"
+        take(obj, where, f"{path}: {where}", where)
+
+
+def save_dialogs(dialogs: Iterable[Dialog], path: str | Path) -> None:
+    """Write dialogs in the project format, atomically (a ``.jsonl`` path: one per line).
+
+    What :func:`load_dialogs` reads back is equal to what was written (ids, roles, text).
+
+    Raises:
+        ValueError: an item that is not a :class:`Dialog`.
+    """
+    items = []
+    for k, d in enumerate(dialogs):
+        if not isinstance(d, Dialog):
+            raise ValueError(f"dialogs[{k}] must be a Dialog, got {type(d).__name__}")
+        items.append({"id": d.id, "conversation": [
+            {"speaker": m.role, "utterance": m.content} for m in d.messages]})
+    path = Path(path)
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        text = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
+    else:
+        text = json.dumps({"dialogs": items}, ensure_ascii=False, indent=1) + "\n"
+    atomic_write_text(path, text)

@@ -756,8 +756,8 @@ class ByteFallbackBPE:
         return data
 
     def save(self, path: str | Path) -> None:
-        """Write the tokenizer as readable JSON (one piece per line)."""
-        atomic_write_text(path, _dumps(self.to_dict()))  # temp file + rename: never a torn file
+        """Write the tokenizer as readable JSON (one piece per line), atomically."""
+        atomic_write_text(path, _dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> ByteFallbackBPE:
@@ -845,7 +845,7 @@ class ByteFallbackBPE:
         ``tok.encode_special_tokens = True`` (tokenizers >= 0.15) to read them as plain
         text, as this tokenizer does.
         """
-        _atomic_write_text(path, _dumps(self.to_hf_dict()))
+        atomic_write_text(path, _dumps(self.to_hf_dict()))
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write a folder that ``transformers.AutoTokenizer.from_pretrained`` loads.
@@ -877,7 +877,7 @@ class ByteFallbackBPE:
         else:
             config.update(bos_token=BOS, eos_token=EOS)
         self.save_hf(folder / "tokenizer.json")
-        _atomic_write_text(folder / "tokenizer_config.json",
+        atomic_write_text(folder / "tokenizer_config.json",
                            json.dumps(config, ensure_ascii=False, indent=2) + "\n")
         return folder
 
@@ -990,29 +990,6 @@ _PAIR_RE = re.compile(r'\[\n\s*("(?:[^"\\]|\\.)*"),\n\s*("(?:[^"\\]|\\.)*")\n\s*
 def _dumps(data: dict) -> str:
     """JSON with one piece or one merge per line (merges as ``["a", "b"]`` on one line)."""
     return _PAIR_RE.sub(r"[\1, \2]", json.dumps(data, ensure_ascii=False, indent=1)) + "\n"
-
-
-def _atomic_write_text(path: str | Path, text: str) -> None:
-    """Write through llm_glossary.checkpoint when it is there; else the same steps here."""
-    try:
-        from llm_glossary.checkpoint import atomic_write_text
-    except ImportError:  # until the checkpoint module lands
-        import os
-        import tempfile
-
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return
-    atomic_write_text(path, text)
 
 
 def _decode_bytes(run: bytearray) -> str:
