@@ -45,6 +45,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -517,7 +518,7 @@ def _load_dialog_files(paths: Sequence[Path], option: str, role_map: dict | None
         try:
             dialogs.extend(load_dialogs(path, role_map=role_map))
         except DialogFormatError as err:
-            problems = list(getattr(err, "problems", []) or [str(err)])
+            problems = _problems(err)
             more = f" (and {len(problems) - 1} more; run 'llm-glossary validate {path}')" if len(problems) > 1 else ""
             raise CommandError(f"{_problem_text(problems[0], path)}{more}") from None
     if not dialogs:
@@ -525,9 +526,18 @@ def _load_dialog_files(paths: Sequence[Path], option: str, role_map: dict | None
     return dialogs
 
 
+_ROLE_MAP_HINT = re.compile(r"pass role_map, e\.g\. load_dialogs\(path, role_map=\{'([^']+)': '([^']+)'\}\)")
+
+
 def _problem_text(problem: Any, path: Path) -> str:
-    text = str(problem)
-    return text if str(path) in text else f"{path}: {text}"
+    """One problem as a line that names the file; library hints spelled as command options."""
+    text = _ROLE_MAP_HINT.sub(r"add --role-map \1=\2", str(problem))
+    return text if text.startswith(str(path)) else f"{path}: {text}"
+
+
+def _problems(err: Exception) -> list[str]:
+    problems = list(getattr(err, "problems", None) or [str(err)])
+    return list(dict.fromkeys(problems))  # each problem once, in file order
 
 
 def _load_tokenizer(folder: Path):
@@ -606,7 +616,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             dialogs = load_dialogs(path, role_map=role_map)
         except DialogFormatError as err:
-            problems = list(getattr(err, "problems", []) or [str(err)])
+            problems = _problems(err)
             for problem in problems:
                 print(_problem_text(problem, path))
             print(f"{path}: {len(problems)} problem{'s' if len(problems) != 1 else ''}")
