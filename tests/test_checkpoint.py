@@ -280,3 +280,126 @@ def test_model_module_keeps_the_old_names(tmp_path):
 
     assert model.CheckpointError is CheckpointError
     assert model.save_safetensors is save_safetensors and model.load_safetensors is load_safetensors
+
+
+# ---------------------------------------------------------------------- config.json and load
+
+
+@pytest.fixture
+def no_real_model(monkeypatch):
+    """Fail if Llama.load builds a real (allocated) model before the weights were checked."""
+    real_init = Llama.__init__
+
+    def guarded(self, config):
+        assert torch.empty(0).device.type == "meta", "Llama.load allocated a model before checking the file"
+        real_init(self, config)
+
+    return lambda: monkeypatch.setattr(Llama, "__init__", guarded)  # arm once the files exist
+
+
+def edited(tmp_path, name="ckpt", **changes) -> Path:
+    folder = tiny_model(0).save(tmp_path / name)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("hidden_size", 10**9, r"model\.embed_tokens\.weight has shape \(61, 16\), but the config needs \(61, 1000000000\)"),
+        ("vocab_size", 10**9, r"model\.embed_tokens\.weight has shape \(61, 16\), but the config needs \(1000000000, 16\)"),
+        ("num_hidden_layers", 10**6, r"model.safetensors: holds layers 0 … 1, but .*config.json says num_hidden_layers=1000000"),
+        ("num_hidden_layers", 40, r"holds layers 0 … 1, but .*config.json says num_hidden_layers=40"),
+    ],
+)
+def test_load_checks_every_tensor_against_the_config_before_allocating(tmp_path, no_real_model, field, value, message):
+    folder = edited(tmp_path, **{field: value, "head_dim": None})
+    no_real_model()
+    with pytest.raises(CheckpointError, match=message):
+        Llama.load(folder)
+
+
+def test_load_builds_on_the_meta_device_and_loads_in_place(tmp_path, no_real_model):
+    folder = tiny_model(0).save(tmp_path / "ckpt")
+    expected = tiny_model(0)
+    Llama(LlamaConfig(**{**TINY, "tie_embeddings": True})).save(tmp_path / "tied")
+    no_real_model()
+    loaded = Llama.load(folder)
+    assert same_weights(loaded, expected)
+    assert all(p.device.type == "cpu" for p in loaded.parameters())
+    again = Llama.load(tmp_path / "tied")
+    assert again.lm_head.weight is again.embed_tokens.weight
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("tie_word_embeddings", "false", r"field 'tie_word_embeddings' must be true or false, got 'false'"),
+        ("hidden_size", 16.7, r"field 'hidden_size' must be a positive integer, got 16.7"),
+        ("hidden_size", True, r"field 'hidden_size' must be a positive integer, got True"),
+        ("num_attention_heads", 0, r"field 'num_attention_heads' must be a positive integer, got 0"),
+        ("num_key_value_heads", 0, r"field 'num_key_value_heads' must be a positive integer, got 0"),
+        ("rope_parameters", [1], r"field 'rope_parameters' must be an object or null, got \[1\]"),
+        ("rms_norm_eps", -1, r"field 'rms_norm_eps' must be a finite number > 0, got -1"),
+        ("rope_theta", "1e4", r"field 'rope_theta' must be a finite number > 0, got '1e4'"),
+        ("max_position_embeddings", 1.5, r"field 'max_position_embeddings' must be a positive integer"),
+        ("attention_bias", "no", r"field 'attention_bias' must be true or false"),
+    ],
+)
+def test_config_json_is_validated_strictly_naming_file_and_field(tmp_path, no_real_model, field, value, message):
+    folder = edited(tmp_path, **{field: value})
+    if field == "rope_theta":  # the value that counts sits in rope_parameters when present
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["rope_parameters"]["rope_theta"] = value
+        (folder / "config.json").write_text(json.dumps(cfg))
+    no_real_model()
+    with pytest.raises(CheckpointError, match="config.json: " + message):
+        Llama.load(folder)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"[1, 2]", "the top level must be a JSON object, got list"),
+        (b'{"rope_theta": Infinity}', "not valid JSON \\(Infinity is not standard JSON\\)"),
+        (b'{"model_type": "llama", "model_type": "gpt2"}', r"not valid JSON \(duplicate key 'model_type'\)"),
+        ("{\"model_type\": \"llama\"} \xff".encode("latin-1"), "not UTF-8 text"),
+        (b"{", "not valid JSON"),
+    ],
+)
+def test_a_malformed_config_json_is_one_checkpoint_error(tmp_path, content, message):
+    folder = tiny_model(0).save(tmp_path / "ckpt")
+    (folder / "config.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match="config.json: " + message):
+        Llama.load(folder)
+
+
+def test_a_config_json_folder_or_a_missing_one_is_a_checkpoint_error(tmp_path):
+    folder = tiny_model(0).save(tmp_path / "ckpt")
+    (folder / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json: no such file"):
+        Llama.load(folder)
+    (folder / "config.json").mkdir()
+    with pytest.raises(CheckpointError, match="config.json: is a folder, expected a file"):
+        Llama.load(folder)
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(CheckpointError, match="plain: is a file, expected a checkpoint folder"):
+        Llama.load(tmp_path / "plain")
+
+
+def test_a_config_with_infinity_is_never_written(tmp_path):
+    with pytest.raises(ValueError, match=r"rope_theta must be a finite number > 0, got inf"):
+        LlamaConfig(**{**TINY, "rope_theta": float("inf")})
+    with pytest.raises(ValueError, match="tie_embeddings must be True or False, got 'false'"):
+        LlamaConfig(**{**TINY, "tie_embeddings": "false"})
+
+
+def test_hf_tensor_shapes_match_the_real_model():
+    from llm_glossary.model import hf_tensor_shapes
+
+    for tied in (False, True):
+        config = LlamaConfig(**{**TINY, "tie_embeddings": tied})
+        real = {k: tuple(v.shape) for k, v in Llama(config).hf_state_dict().items()}
+        assert hf_tensor_shapes(config) == real

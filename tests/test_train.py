@@ -320,3 +320,182 @@ def test_history_round_trips_through_json():
     history = pretrain(tiny_model(), pattern_tokens(), small_config(steps=2))
     again = History.from_dict(json.loads(json.dumps(history.to_dict())))
     assert again == history
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+from llm_glossary.train import Checkpointing, list_checkpoints, read_trainer_state  # noqa: E402
+
+
+class Crash(Exception):
+    """Stands for the process dying (the step's checkpoint, if any, was already written)."""
+
+
+def crash_at(step: int, exc=Crash):
+    def on_step(info: StepInfo) -> None:
+        if info.step == step:
+            raise exc()
+
+    return on_step
+
+
+def ckpt_config(**kw) -> TrainConfig:
+    return small_config(**{"steps": 8, "warmup_steps": 2, **kw})
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    whole = tiny_model()
+    expected = pretrain(whole, pattern_tokens(), ckpt_config(), checkpoint=Checkpointing(tmp_path / "a", every=3))
+
+    first = tiny_model()
+    with pytest.raises(Crash):
+        pretrain(first, pattern_tokens(), ckpt_config(), checkpoint=Checkpointing(tmp_path / "b", every=3),
+                 on_step=crash_at(5))
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step-00000003"]
+
+    resumed = tiny_model(seed=123)  # other initial weights: everything comes from the checkpoint
+    infos = []
+    got = pretrain(resumed, pattern_tokens(), ckpt_config(),
+                   checkpoint=Checkpointing(tmp_path / "b", every=3, resume=True), on_step=infos.append)
+    assert [i.step for i in infos] == [4, 5, 6, 7, 8]
+    assert got.loss == expected.loss  # the loss log, bit for bit
+    assert got.grad_norm == expected.grad_norm and got.step == list(range(1, 9))
+    w, e = weights(resumed), weights(whole)
+    assert all(torch.equal(w[k], e[k]) for k in e)
+
+
+def test_keyboard_interrupt_writes_the_last_completed_step_and_reraises(tmp_path):
+    model = tiny_model()
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(model, pattern_tokens(), ckpt_config(), checkpoint=Checkpointing(tmp_path, every=3),
+                 on_step=crash_at(5, KeyboardInterrupt))
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000003", "step-00000005"]
+    state = read_trainer_state(tmp_path / "step-00000005")
+    assert state["step"] == 5 and state["history"]["step"] == [1, 2, 3, 4, 5]
+    saved = Llama.load(tmp_path / "step-00000005" / "model")
+    w = weights(model)
+    assert all(torch.equal(v, w[k]) for k, v in weights(saved).items())
+
+    # and resuming from it still ends exactly where an uninterrupted run ends
+    whole = tiny_model()
+    expected = pretrain(whole, pattern_tokens(), ckpt_config())
+    again = tiny_model(seed=7)
+    got = pretrain(again, pattern_tokens(), ckpt_config(), checkpoint=Checkpointing(tmp_path, every=3, resume=True))
+    assert got.loss == expected.loss
+    assert all(torch.equal(v, weights(whole)[k]) for k, v in weights(again).items())
+
+
+def test_keep_last_and_the_final_step(tmp_path):
+    pretrain(tiny_model(), pattern_tokens(), ckpt_config(steps=7), checkpoint=Checkpointing(tmp_path, every=2, keep_last=2))
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000006", "step-00000007"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000006", "step-00000007"]  # nothing left over
+
+
+def test_checkpoint_files_load_without_running_code(tmp_path):
+    from safetensors import safe_open
+
+    pretrain(tiny_model(), pattern_tokens(), ckpt_config(steps=2), checkpoint=Checkpointing(tmp_path, every=2))
+    folder = tmp_path / "step-00000002"
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert files == ["model/config.json", "model/model.safetensors", "optimizer.safetensors",
+                     "rng.safetensors", "trainer.json"]
+    for name in ("optimizer.safetensors", "rng.safetensors", "model/model.safetensors"):
+        with safe_open(str(folder / name), framework="pt") as f:  # the safetensors library itself
+            assert len(list(f.keys())) > 0
+    state = json.loads((folder / "trainer.json").read_text())
+    assert state["data_position"] == {"epoch": 0, "batch": 2, "next_step": 3, "examples_seen": 16}
+    assert state["scheduler"]["step"] == 2
+    with safe_open(str(folder / "optimizer.safetensors"), framework="pt") as f:
+        names = set(f.keys())
+    assert "state/0/exp_avg" in names and "state/0/exp_avg_sq" in names
+
+
+def test_a_half_written_checkpoint_is_never_picked_up(tmp_path, monkeypatch):
+    import llm_glossary.train as train
+
+    pretrain(tiny_model(), pattern_tokens(), ckpt_config(steps=4), checkpoint=Checkpointing(tmp_path, every=2))
+    # what a kill could leave: a temporary folder, and a step folder without trainer.json
+    (tmp_path / ".step-00000006.tmp-abc").mkdir()
+    (tmp_path / ".step-00000006.tmp-abc" / "trainer.json").write_text("{")
+    (tmp_path / "step-00000008").mkdir()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002", "step-00000004"]
+
+    # a save that fails half-way leaves no step folder behind
+    files = train._ckpt()
+    real = files.save_safetensors
+
+    def failing(tensors, path, metadata=None):
+        if Path(path).name == "rng.safetensors":
+            raise OSError("disk full")
+        return real(tensors, path, metadata)
+
+    monkeypatch.setattr(files, "save_safetensors", failing)
+    with pytest.raises(OSError, match="disk full"):
+        pretrain(tiny_model(), pattern_tokens(), ckpt_config(steps=4), checkpoint=Checkpointing(tmp_path / "c", every=1))
+    assert list_checkpoints(tmp_path / "c") == []
+    assert not any(p.name.startswith("step-") for p in (tmp_path / "c").iterdir())
+
+
+def test_resume_refuses_another_configuration_or_data(tmp_path):
+    pretrain(tiny_model(), pattern_tokens(), ckpt_config(steps=2), checkpoint=Checkpointing(tmp_path, every=2))
+    with pytest.raises(ValueError, match=r"cannot resume exactly: the configuration differs in lr \(saved 0.01, now 0.02\)"):
+        pretrain(tiny_model(), pattern_tokens(), ckpt_config(steps=2, lr=2e-2),
+                 checkpoint=Checkpointing(tmp_path, every=2, resume=True))
+    with pytest.raises(ValueError, match=r"cannot resume exactly: the training data differ"):
+        pretrain(tiny_model(), pattern_tokens(period=31), ckpt_config(steps=2),
+                 checkpoint=Checkpointing(tmp_path, every=2, resume=True))
+    with pytest.raises(ValueError, match=r"already holds checkpoints \(newest: step-00000002\); pass resume=True"):
+        pretrain(tiny_model(), pattern_tokens(), ckpt_config(steps=2), checkpoint=Checkpointing(tmp_path, every=2))
+
+
+def test_resume_restores_the_random_generators(tmp_path):
+    import random
+
+    first = tiny_model()
+    random.seed(123)
+    torch.manual_seed(5)
+    expected_py, expected_torch = random.getstate(), torch.get_rng_state()  # training draws from neither
+    with pytest.raises(Crash):
+        pretrain(first, pattern_tokens(), ckpt_config(), checkpoint=Checkpointing(tmp_path, every=2),
+                 on_step=crash_at(3))
+    model = tiny_model()
+    random.seed(999)
+    torch.manual_seed(999)
+    with pytest.raises(Crash):  # stop right after the restore (step 3 is the first step run)
+        pretrain(model, pattern_tokens(), ckpt_config(), checkpoint=Checkpointing(tmp_path, every=2, resume=True),
+                 on_step=crash_at(3))
+    assert random.getstate() == expected_py
+    assert torch.equal(torch.get_rng_state(), expected_torch)
+
+
+def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path):
+    a = pretrain(tiny_model(), pattern_tokens(), ckpt_config(steps=3),
+                 checkpoint=Checkpointing(tmp_path / "none", every=5, resume=True))
+    b = pretrain(tiny_model(), pattern_tokens(), ckpt_config(steps=3))
+    assert a.loss == b.loss
+    assert [p.name for p in list_checkpoints(tmp_path / "none")] == ["step-00000003"]
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (dict(dir=3, every=2), r"Checkpointing dir must be a path, got int"),
+        (dict(dir="x", every=0), r"Checkpointing every must be a positive int, got 0"),
+        (dict(dir="x", every=2, keep_last=0), r"Checkpointing keep_last must be a positive int, got 0"),
+        (dict(dir="x", every=2, resume="yes"), r"Checkpointing resume must be True or False, got 'yes'"),
+    ],
+)
+def test_checkpointing_errors(args, match):
+    with pytest.raises(ValueError, match=match):
+        Checkpointing(**args)
+
+
+def test_read_trainer_state_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"trainer.json: no such file"):
+        read_trainer_state(tmp_path)
+    (tmp_path / "trainer.json").write_text("{\"format\": \"other\"}")
+    with pytest.raises(ValueError, match=r"not a training checkpoint"):
+        read_trainer_state(tmp_path)
+    (tmp_path / "trainer.json").write_text("{")
+    with pytest.raises(ValueError, match=r"not valid JSON"):
+        read_trainer_state(tmp_path)

@@ -21,6 +21,7 @@ Shapes: idx (B, T) token ids; activations (B, T, C); logits (B, T, V).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable
@@ -126,10 +127,12 @@ class LlamaConfig:
         if self.ffn_hidden is None:
             self.ffn_hidden = llama_ffn_hidden(self.dim, self.ffn_multiplier, self.multiple_of)
         _positive_int(self.ffn_hidden, "ffn_hidden")
-        if not self.norm_eps > 0:
-            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps!r}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta!r}")
+        for name in ("norm_eps", "rope_theta"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 < value < math.inf):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"tie_embeddings must be True or False, got {self.tie_embeddings!r}")
 
     @property
     def head_dim(self) -> int:
@@ -444,6 +447,12 @@ class Llama(nn.Module):
         config = config_from_hf_dict(read_json(config_path), source=str(config_path))
         weights = folder / "model.safetensors"
         infos = read_safetensors_header(weights)
+        layers = {int(m.group(1)) for m in map(_LAYER.match, infos) if m}
+        if layers != set(range(config.n_layers)):  # before listing n_layers × 9 expected names
+            held = f"layers 0 … {max(layers)}" if layers == set(range(len(layers))) and layers else f"{len(layers)} layers"
+            raise CheckpointError(
+                f"{weights}: holds {held}, but {config_path} says num_hidden_layers={config.n_layers}"
+            )
         expected = hf_tensor_shapes(config)
         if config.tie_embeddings and "lm_head.weight" in infos:  # transformers ignores it too
             expected["lm_head.weight"] = expected["model.embed_tokens.weight"]
@@ -464,6 +473,7 @@ class Llama(nn.Module):
         return model.to(device) if device is not None else model
 
 
+_LAYER = re.compile(r"model\.layers\.(0|[1-9][0-9]{0,8})\.")
 _MODEL_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.float64}
 
 
@@ -550,46 +560,82 @@ def config_to_hf_dict(config: LlamaConfig) -> dict:
     }
 
 
+def _hf_int(hf: dict, key: str, source: str, default=None, *, required: bool = True, nullable: bool = False):
+    if key not in hf or (nullable and hf[key] is None):
+        if required and key not in hf:
+            raise CheckpointError(f"{source}: missing field {key!r} (a positive integer)")
+        return default
+    value = hf[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise CheckpointError(f"{source}: field {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _hf_float(d: dict, key: str, source: str, default: float) -> float:
+    value = d.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise CheckpointError(f"{source}: field {key!r} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _hf_bool(hf: dict, key: str, source: str) -> bool:
+    value = hf.get(key, False)
+    if not isinstance(value, bool):
+        raise CheckpointError(f"{source}: field {key!r} must be true or false, got {value!r}")
+    return value
+
+
 def config_from_hf_dict(hf: dict, *, source: str = "config") -> LlamaConfig:
-    """Read a Llama/Mistral config.json dictionary; refuse what this model cannot represent."""
+    """Read a Llama/Mistral config.json dictionary strictly; refuse what this model cannot represent.
+
+    Sizes must be positive integers, floats finite and positive, flags true or false; every
+    error is a CheckpointError naming ``source`` and the field.
+    """
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{source}: the top level must be a JSON object, got {type(hf).__name__}")
     model_type = hf.get("model_type")
     if model_type not in ("llama", "mistral"):
         raise CheckpointError(f"{source}: model_type must be 'llama' or 'mistral', got {model_type!r}")
+    vocab = _hf_int(hf, "vocab_size", source)
+    dim = _hf_int(hf, "hidden_size", source)
+    ffn = _hf_int(hf, "intermediate_size", source)
+    layers = _hf_int(hf, "num_hidden_layers", source)
+    heads = _hf_int(hf, "num_attention_heads", source)
+    kv_heads = _hf_int(hf, "num_key_value_heads", source, heads, required=False, nullable=True)
+    max_len = _hf_int(hf, "max_position_embeddings", source, 2048, required=False)
+    rope = {}
+    for key in ("rope_scaling", "rope_parameters"):  # rope_parameters (transformers >= 5) wins
+        value = hf.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(f"{source}: field {key!r} must be an object or null, got {value!r}")
+        if value:
+            kind = value.get("rope_type", value.get("type", "default"))
+            if kind != "default":
+                raise CheckpointError(f"{source}: {key}.rope_type {kind!r} is not supported (only the default RoPE)")
+            rope.update(value)
+    theta_source = rope if "rope_theta" in rope else hf
+    theta = _hf_float(theta_source, "rope_theta", source, 10000.0)
+    eps = _hf_float(hf, "rms_norm_eps", source, 1e-6)
+    if dim % heads:
+        raise CheckpointError(f"{source}: hidden_size={dim} must be divisible by num_attention_heads={heads}")
+    head_dim = _hf_int(hf, "head_dim", source, dim // heads, required=False, nullable=True)
+    if head_dim != dim // heads:
+        raise CheckpointError(f"{source}: head_dim={head_dim} differs from hidden_size / num_attention_heads = {dim // heads}")
+    for flag in ("attention_bias", "mlp_bias"):
+        if _hf_bool(hf, flag, source):
+            raise CheckpointError(f"{source}: {flag}=true is not supported")
+    tied = _hf_bool(hf, "tie_word_embeddings", source)
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+        raise CheckpointError(f"{source}: field 'hidden_act' must be 'silu', got {act!r}")
+    window = _hf_int(hf, "sliding_window", source, None, required=False, nullable=True) if model_type == "mistral" else None
     try:
-        dim, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
-        rope = hf.get("rope_parameters") or {}
-        if isinstance(hf.get("rope_scaling"), dict) and hf["rope_scaling"].get("rope_type", hf["rope_scaling"].get("type")) not in (None, "default"):
-            rope = {**hf["rope_scaling"], **rope}
-        if rope.get("rope_type", "default") != "default":
-            raise CheckpointError(f"{source}: RoPE scaling {rope.get('rope_type')!r} is not supported (only the default RoPE)")
-        theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
-        head_dim = hf.get("head_dim") or dim // heads
-        if head_dim != dim // heads:
-            raise CheckpointError(f"{source}: head_dim={head_dim} differs from hidden_size / num_attention_heads = {dim // heads}")
-        for flag in ("attention_bias", "mlp_bias"):
-            if hf.get(flag):
-                raise CheckpointError(f"{source}: {flag}=true is not supported")
-        if hf.get("hidden_act", "silu") != "silu":
-            raise CheckpointError(f"{source}: hidden_act must be 'silu', got {hf['hidden_act']!r}")
-        window = hf.get("sliding_window") if model_type == "mistral" else None
         return LlamaConfig(
-            vocab_size=int(hf["vocab_size"]),
-            dim=dim,
-            n_layers=int(hf["num_hidden_layers"]),
-            n_heads=heads,
-            n_kv_heads=int(hf.get("num_key_value_heads") or heads),
-            ffn_hidden=int(hf["intermediate_size"]),
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(theta),
-            max_seq_len=int(hf.get("max_position_embeddings", 2048)),
-            sliding_window=int(window) if window else None,
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            vocab_size=vocab, dim=dim, n_layers=layers, n_heads=heads, n_kv_heads=kv_heads,
+            ffn_hidden=ffn, norm_eps=eps, rope_theta=theta, max_seq_len=max_len,
+            sliding_window=window, tie_embeddings=tied,
         )
-    except KeyError as e:
-        raise CheckpointError(f"{source}: missing field {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
-        if isinstance(e, CheckpointError):
-            raise
+    except ValueError as e:
         raise CheckpointError(f"{source}: {e}") from None
 
 

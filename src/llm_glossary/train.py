@@ -27,10 +27,15 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
+import json
 import math
+import os
 import random
+import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -51,6 +56,10 @@ __all__ = [
     "evaluate",
     "reply",
     "resolve_device",
+    "token_loss_sum",
+    "accumulate_gradients",
+    "list_checkpoints",
+    "read_trainer_state",
 ]
 
 IGNORE = -100  # label of a position that is not a target (PyTorch's and Hugging Face's value)
@@ -538,6 +547,15 @@ def _train(
     if on_step is not None and not callable(on_step):
         raise ValueError(f"on_step must be callable or None, got {type(on_step).__name__}")
     order = _Order(data.n, config, world_size, rank)
+    if checkpoint is not None:
+        if not (hasattr(model, "save") and hasattr(model, "load_hf_state_dict")):
+            raise ValueError(f"checkpointing needs a Llama (save / load_hf_state_dict), got {type(model).__name__}")
+        latest = checkpoint.latest()
+        if latest is not None and not checkpoint.resume:
+            raise _ckpt().CheckpointError(
+                f"{checkpoint.dir} already holds checkpoints (newest: {latest.name}); pass resume=True "
+                "to continue that run, or choose an empty folder"
+            )
     model.to(device)
     model.train()
     optimizer = _optimizer(model, config)
@@ -1136,9 +1154,278 @@ def reply(
 
 # ---------------------------------------------------------------------- checkpoints
 
+CHECKPOINT_FORMAT = "llm-glossary-train-checkpoint"
+CHECKPOINT_VERSION = 1
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def _ckpt():
+    """The package's file module (atomic folders, safetensors)."""
+    try:
+        from . import checkpoint
+    except ImportError:  # TEMPORARY until branch `files` is merged: the same contract
+        return _FallbackFiles
+    return checkpoint
+
+
+class _FallbackFiles:  # TEMPORARY: removed when llm_glossary.checkpoint exists
+    from .model import CheckpointError
+
+    @staticmethod
+    @contextlib.contextmanager
+    def atomic_folder(path):
+        import tempfile
+
+        path = Path(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @staticmethod
+    def save_safetensors(tensors, path, metadata=None):
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+    @staticmethod
+    def load_safetensors(path):
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+
 
 class Checkpointing:
-    """Where and how often ``pretrain`` / ``finetune`` save checkpoints (defined below)."""
+    """Save a run every ``every`` steps and at the end; optionally resume from the newest.
+
+    Pass one as ``checkpoint=`` to ``pretrain`` or ``finetune``. Each checkpoint is a folder
+    ``<dir>/step-NNNNNNNN/`` (the step, 8 digits) written through
+    ``llm_glossary.checkpoint.atomic_folder``: it appears under its final name only once
+    every file in it is complete, so a run killed while saving leaves the previous
+    checkpoints as they were and no half-written one is ever read. Layout::
+
+        step-00000040/
+            model/config.json          the model, loadable with Llama.load(folder / "model")
+            model/model.safetensors
+            optimizer.safetensors      AdamW's tensors, named state/<param index>/<name>
+            rng.safetensors            torch's CPU (and CUDA) generator states, numpy's key
+            trainer.json               the rest: step, config, schedule, data position,
+                                       RNG scalars, optimizer hyper-parameters, History
+
+    Nothing is pickled: safetensors and JSON only. Only process 0 writes.
+
+    Args:
+        dir: the folder that holds the step folders (created when needed).
+        every: save every this many steps (and always after the last step).
+        keep_last: how many of the newest checkpoints to keep (older ones are deleted).
+        resume: continue from the newest checkpoint in ``dir`` (from scratch when there is
+            none). Without it, a ``dir`` that already holds checkpoints is an error, so an
+            earlier run is never overwritten by accident.
+    """
 
     def __init__(self, dir, every: int, keep_last: int = 3, resume: bool = False) -> None:
-        raise NotImplementedError("checkpoints are not implemented yet")
+        if not isinstance(dir, (str, os.PathLike)):
+            raise ValueError(f"Checkpointing dir must be a path, got {type(dir).__name__}")
+        self.dir = Path(dir)
+        self.every = _positive_int(every, "Checkpointing every")
+        self.keep_last = _positive_int(keep_last, "Checkpointing keep_last")
+        if not isinstance(resume, bool):
+            raise ValueError(f"Checkpointing resume must be True or False, got {resume!r}")
+        self.resume = resume
+        self.saved: set[int] = set()  # steps saved by this run
+
+    def __repr__(self) -> str:
+        return f"Checkpointing({str(self.dir)!r}, every={self.every}, keep_last={self.keep_last}, resume={self.resume})"
+
+    # ------------------------------------------------------------------ finding
+
+    def checkpoints(self) -> list[Path]:
+        """The complete checkpoint folders in ``dir``, oldest first."""
+        return list_checkpoints(self.dir)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint folder, or None."""
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, kind, step, model, optimizer, config, order, fingerprint, history, device) -> Path | None:
+        """Write the checkpoint of ``step`` (process 0 only); returns its folder."""
+        world_size, rank = _dist()
+        path = self.dir / f"step-{step:08d}"
+        if rank == 0:
+            ck = _ckpt()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tensors, groups = _optimizer_to_files(optimizer)
+            rng_tensors, rng_json = _rng_state(device)
+            trainer = {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "kind": kind,
+                "step": step,
+                "steps": config.steps,
+                "config": config.to_dict(),
+                "scheduler": {"name": "warmup_cosine", "step": step, "lr": learning_rate(step, config)},
+                "data_position": {**order.position(step + 1), "next_step": step + 1, "examples_seen": step * config.batch_size},
+                "data": fingerprint,
+                "optimizer": groups,
+                "rng": rng_json,
+                "world_size": world_size,
+                "torch_version": torch.__version__,
+                "history": history.to_dict(),
+            }
+            with ck.atomic_folder(path) as tmp:
+                tmp = Path(tmp)
+                model.save(tmp / "model")
+                ck.save_safetensors(tensors, tmp / "optimizer.safetensors", metadata={"format": "pt"})
+                ck.save_safetensors(rng_tensors, tmp / "rng.safetensors", metadata={"format": "pt"})
+                with open(tmp / "trainer.json", "w", encoding="utf-8") as f:
+                    json.dump(trainer, f, indent=1)
+                    f.write("\n")
+            self._prune()
+        self.saved.add(step)
+        return path
+
+    def _prune(self) -> None:
+        found = self.checkpoints()
+        for old in found[: max(0, len(found) - self.keep_last)]:
+            # rename first (atomic), so a kill during the deletion leaves no step folder
+            # with missing files behind
+            doomed = old.with_name(f".deleting-{old.name}-{os.getpid()}")
+            os.replace(old, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+
+    # ------------------------------------------------------------------ loading
+
+    def load_latest(self, kind, model, optimizer, config, fingerprint, device):
+        """Restore the newest checkpoint into model and optimizer: (step, History) or None."""
+        path = self.latest()
+        if path is None:
+            return None
+        ck = _ckpt()
+        trainer = read_trainer_state(path)
+        problems = []
+        if trainer.get("kind") != kind:
+            problems.append(f"it is a {trainer.get('kind')!r} checkpoint, this is {kind!r}")
+        saved = trainer.get("config", {})
+        now = config.to_dict()
+        differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if differ:
+            problems.append(
+                "the configuration differs in "
+                + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in differ)
+            )
+        if trainer.get("data") != fingerprint:
+            problems.append(f"the training data differ (saved {trainer.get('data')}, now {fingerprint})")
+        if problems:
+            raise ck.CheckpointError(f"{path}: cannot resume exactly: " + "; ".join(problems))
+        weights = ck.load_safetensors(path / "model" / "model.safetensors")
+        model.load_hf_state_dict(weights, source=str(path / "model" / "model.safetensors"))
+        tensors = ck.load_safetensors(path / "optimizer.safetensors")
+        optimizer.load_state_dict(_optimizer_from_files(tensors, trainer["optimizer"], path))
+        _set_rng_state(ck.load_safetensors(path / "rng.safetensors"), trainer["rng"], device)
+        history = History.from_dict(trainer["history"])
+        return int(trainer["step"]), history
+
+
+def list_checkpoints(dir) -> list[Path]:
+    """Complete checkpoint folders (``step-NNNNNNNN`` holding trainer.json) in ``dir``, oldest first."""
+    dir = Path(dir)
+    if not dir.is_dir():
+        return []
+    found = []
+    for p in dir.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and p.is_dir() and (p / "trainer.json").is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def read_trainer_state(path) -> dict:
+    """The trainer.json of a checkpoint folder, checked for format and version."""
+    ck = _ckpt()
+    file = Path(path) / "trainer.json"
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ck.CheckpointError(f"{file}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ck.CheckpointError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise ck.CheckpointError(f"{file}: not a training checkpoint (format must be {CHECKPOINT_FORMAT!r})")
+    if data.get("version") != CHECKPOINT_VERSION:
+        raise ck.CheckpointError(f"{file}: version {data.get('version')!r}, this code reads version {CHECKPOINT_VERSION}")
+    for key in ("kind", "step", "config", "optimizer", "rng", "history", "data"):
+        if key not in data:
+            raise ck.CheckpointError(f"{file}: missing field {key!r}")
+    return data
+
+
+def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state into tensors (for safetensors) and the rest (for JSON)."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, per_param in state["state"].items():
+        for name, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state/{index}/{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_files(tensors: dict[str, torch.Tensor], groups: dict, path: Path) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit():
+            raise _ckpt().CheckpointError(f"{path / 'optimizer.safetensors'}: unexpected tensor {key!r}")
+        state.setdefault(int(parts[1]), {})[parts[2]] = value
+    for index, values in groups.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(values)
+    param_groups = []
+    for g in groups["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        param_groups.append(g)
+    return {"state": state, "param_groups": param_groups}
+
+
+def _rng_state(device: torch.device) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every random generator's state: torch CPU (and CUDA), Python's random, numpy's."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda/{i}"] = s
+    version, internal, gauss = random.getstate()
+    extra: dict = {"python": {"version": version, "state": list(internal), "gauss_next": gauss}}
+    try:
+        import numpy as np
+    except ImportError:  # numpy is a dependency, but training does not need it
+        np = None
+    if np is not None:
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        tensors["numpy_keys"] = torch.from_numpy(keys.astype("int64"))
+        extra["numpy"] = {"name": name, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return tensors, extra
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], extra: dict, device: torch.device) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda_keys = sorted((k for k in tensors if k.startswith("torch_cuda/")), key=lambda k: int(k.split("/")[1]))
+    cuda = [tensors[k] for k in cuda_keys]
+    if cuda and device.type == "cuda" and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    py = extra["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    if "numpy" in extra and "numpy_keys" in tensors:
+        import numpy as np
+
+        n = extra["numpy"]
+        keys = tensors["numpy_keys"].numpy().astype("uint32")
+        np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
