@@ -8,6 +8,7 @@ folder are shared by the module.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import math
@@ -17,8 +18,10 @@ import random
 import re
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -148,7 +151,7 @@ def test_top_level_help_lists_the_subcommands():
         (["sft", "--data", GOOD, "--out", "x", "--steps", "0"], "--steps: expected a whole number > 0, got '0'"),
         (["sft", "--data", GOOD, "--out", "x", "--batch-size", "two"], "--batch-size: expected a whole number"),
         (["sft", "--data", GOOD], "required: --out"),
-        (["chat", "x", "--temperature", "-1"], "--temperature: expected a number >= 0"),
+        (["chat", "x", "--temperature", "-1"], "--temperature: expected a finite number >= 0, got '-1'"),
         (["validate", GOOD, "--role-map", "bot"], "--role-map: expected NAME=ROLE"),
         (["validate", GOOD, "--role-map", "bot=robot"], "ROLE must be one of system, user, assistant"),
         (["export", "x"], "required: --to"),
@@ -183,7 +186,7 @@ def test_validate_broken_file_lists_every_problem(tmp_path):
     assert n == len(problems) >= 3  # three broken dialogs, each with at least one problem
     for line in problems:  # every problem names the file and a place in it
         assert line.startswith(f"{BROKEN}:"), line
-        assert re.search(r":\d+:\d+|\$\.|dialogs\[\d+\]", line), line
+        assert re.search(r":\d+:\d+|line \d+, column \d+|dialogs\[\d+\]", line), line
     assert any("bot" in line for line in problems)  # the unknown speaker is named
     assert "1 of 1 file with problems" in stderr
 
@@ -327,6 +330,7 @@ def test_sft_log_jsonl_and_summary(trained):
 
 def test_progress_bar_on_a_terminal(base, tmp_path):
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 40 rows, 160 columns
     proc = subprocess.Popen(command(*sft_args(base, tmp_path / "tty")[:-4], "--steps", 3, "--device", "cpu"),
                             stdin=slave, stdout=slave, stderr=slave, env=child_env())
     os.close(slave)
