@@ -565,8 +565,8 @@ def _save_tokenizer(tokenizer, folder: Path) -> None:
 def load_model_folder(folder: str | Path, *, device=None):
     """(model, tokenizer) from a folder written by ``pretrain`` or ``sft``.
 
-    Raises:
-        CommandError: the folder is missing, unfinished or not a model folder (one line).
+    A folder that is missing, unfinished or not a model folder raises ``CommandError`` with
+    one line that says so (the command prints it and exits with status 1).
     """
     from llm_glossary.model import Llama
 
@@ -887,6 +887,10 @@ def _print_summary(command: str, out: Path, progress: _Progress, history, elapse
     if progress.last_heldout is not None:
         parts.append(f"held-out loss {progress.last_heldout:.4f}")
     print(", ".join(parts))
+    truncated, dropped = getattr(history, "n_truncated", 0), getattr(history, "n_dropped", 0)
+    if truncated or dropped:
+        print(f"{truncated} dialogs longer than the recipe's seq_len were shortened from the left and "
+              f"{dropped} dropped; a --config with a longer seq_len keeps them whole")
     print(f"model written to {out} (chat: {PROG} chat {out}; export: {PROG} export {out} --to HF_DIR)")
 
 
