@@ -403,3 +403,82 @@ def test_hf_tensor_shapes_match_the_real_model():
         config = LlamaConfig(**{**TINY, "tie_embeddings": tied})
         real = {k: tuple(v.shape) for k, v in Llama(config).hf_state_dict().items()}
         assert hf_tensor_shapes(config) == real
+
+
+# ---------------------------------------------------------------------- crafted safetensors files
+
+F32_2 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+
+
+def crafted(path: Path, header: bytes | dict, data: bytes = b"\0" * 8) -> Path:
+    """A safetensors file by hand: 8-byte little-endian header length, JSON header, data."""
+    head = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(len(head).to_bytes(8, "little") + head + data)
+    return path
+
+
+CRAFTED = {
+    # name: (header, data, the library refuses it too, our message)
+    "overlap": ({"a": F32_2, "b": F32_2}, b"\0" * 8, True, r"tensor '[ab]' \(bytes 0..8\) overlaps the previous tensor"),
+    "trailing bytes": ({"a": F32_2}, b"\0" * 12, True, r"4 bytes after the last tensor"),
+    "gap": ({"a": {**F32_2, "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8, True, r"tensor 'a' \(bytes 4..8\) leaves a gap of 4 bytes"),
+    "float offsets": ({"a": {**F32_2, "data_offsets": [0.0, 8.0]}}, b"\0" * 8, True, r"tensor 'a': data_offsets must be two integers, got \[0.0, 8.0\]"),
+    "string offsets": ({"a": {**F32_2, "data_offsets": ["0", "8"]}}, b"\0" * 8, True, r"tensor 'a': data_offsets must be two integers"),
+    "float shape": ({"a": {**F32_2, "shape": [2.5]}}, b"\0" * 8, True, r"tensor 'a': shape must be a list of integers >= 0, got \[2.5\]"),
+    "negative shape": ({"a": {**F32_2, "shape": [-2]}}, b"\0" * 8, True, r"tensor 'a': shape must be a list of integers >= 0, got \[-2\]"),
+    "shape and bytes disagree": ({"a": {**F32_2, "shape": [3]}}, b"\0" * 8, True, r"tensor 'a': bytes 0..8 do not hold shape \[3\] F32 \(12 bytes\)"),
+    "unknown dtype": ({"a": {**F32_2, "dtype": "F31"}}, b"\0" * 8, True, r"tensor 'a': unknown dtype 'F31'"),
+    "Infinity offset": (b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, Infinity]}}', b"\0" * 8, True, r"header is not valid JSON \(Infinity is not standard JSON\)"),
+    "deep nesting": (b'{"__metadata__": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"", True, r"header is not valid JSON \(nested too deeply\)"),
+    "5000-digit integer": (b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, ' + b"9" * 5000 + b"]}}", b"\0" * 8, True, r"header is not valid JSON \(integer with 5000 digits\)"),
+    "duplicate key": (b'{"a": ' + json.dumps(F32_2).encode() + b', "a": ' + json.dumps(F32_2).encode() + b"}", b"\0" * 8, False, r"header is not valid JSON \(duplicate key 'a'\)"),
+    "header not an object": (b"[1]", b"", True, r"header must be a JSON object, got list"),
+    "metadata not strings": ({"__metadata__": {"step": 3}}, b"", True, r"__metadata__ must map strings to strings"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_a_crafted_safetensors_file_is_one_checkpoint_error_naming_file_and_tensor(tmp_path, case):
+    header, data, library_refuses, message = CRAFTED[case]
+    path = crafted(tmp_path / "w.safetensors", header, data)
+    try:
+        st.load_file(path)
+        refused = False
+    except Exception:
+        refused = True
+    assert refused == library_refuses  # where the library accepts it, only our header check refuses
+    for read in (load_safetensors, read_safetensors_header):
+        with pytest.raises(CheckpointError, match=r"w\.safetensors: .*" + message):
+            read(path)
+
+
+def test_a_folder_or_a_short_file_in_place_of_the_weights_is_a_checkpoint_error(tmp_path):
+    (tmp_path / "d.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match=r"d\.safetensors: is a folder, expected a safetensors file"):
+        load_safetensors(tmp_path / "d.safetensors")
+    (tmp_path / "s.safetensors").write_bytes(b"\x01\x02")
+    with pytest.raises(CheckpointError, match=r"s\.safetensors: too short to be a safetensors file \(2 bytes\)"):
+        load_safetensors(tmp_path / "s.safetensors")
+    with pytest.raises(CheckpointError, match=r"none\.safetensors: no such file"):
+        load_safetensors(tmp_path / "none.safetensors")
+
+
+def test_llama_load_refuses_overlapping_embedding_and_head(tmp_path):
+    """Observed before: lm_head pointing at embed_tokens' bytes loaded, the two then equal."""
+    folder = tiny_model(0).save(tmp_path / "ckpt")
+    weights = folder / "model.safetensors"
+    raw = weights.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    header["lm_head.weight"]["data_offsets"] = header["model.embed_tokens.weight"]["data_offsets"]
+    crafted(weights, header, raw[8 + n :])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor '(lm_head|model\.embed_tokens)\.weight' .* overlaps"):
+        Llama.load(folder)
+
+
+def test_llama_load_refuses_tensors_of_a_dtype_the_model_cannot_use(tmp_path):
+    model = tiny_model(0)
+    folder = model.save(tmp_path / "ckpt")
+    save_safetensors({k: v.to(torch.int32) for k, v in model.hf_state_dict().items()}, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensors of dtype torch.int32; expected one of float32"):
+        Llama.load(folder)

@@ -243,7 +243,7 @@ def test_no_warmup_starts_on_the_cosine():
         (dict(eval_every=-2), r"eval_every must be an int >= 0"),
         (dict(eval_max_sequences=0), r"eval_max_sequences must be a positive int"),
         (dict(long_dialogs="cut"), r"long_dialogs must be one of \('truncate', 'drop'\)"),
-        (dict(train_on=""), r"train_on must be a non-empty string"),
+        (dict(train_on="user"), r"train_on must be one of \('assistant', 'all', 'last'\), got 'user'"),
     ],
 )
 def test_config_errors(kw, match):
@@ -499,3 +499,278 @@ def test_read_trainer_state_errors(tmp_path):
     (tmp_path / "trainer.json").write_text("{")
     with pytest.raises(ValueError, match=r"not valid JSON"):
         read_trainer_state(tmp_path)
+
+
+# ---------------------------------------------------------------------- dialogs
+
+from llm_glossary.dialog import Dialog, Message, collate, encode_dialog, encode_prompt  # noqa: E402
+from llm_glossary.tokenizer import CHAT_SPECIALS, ByteFallbackBPE  # noqa: E402
+from llm_glossary.train import Evaluation, Reply, evaluate, finetune, reply, shift_batch  # noqa: E402
+
+WORDS = "red green blue cat dog sun moon tree rock bird fish star".split()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    text = " ".join(WORDS) + " say twice again user assistant system be brief 한국어"
+    return ByteFallbackBPE.train([text] * 3, vocab_size=330).with_special_tokens(CHAT_SPECIALS)
+
+
+def make_dialogs(n: int = 16, start: int = 0) -> list[Dialog]:
+    """Echo dialogs of unequal lengths: the reply repeats the user's words."""
+    out = []
+    for k in range(start, start + n):
+        words = [WORDS[(k * 5 + j) % len(WORDS)] for j in range(1 + k % 4)]
+        messages = [Message("user", "say " + " ".join(words)), Message("assistant", " ".join(words))]
+        if k % 3 == 0:
+            messages = [Message("system", "be brief")] + messages
+        out.append(Dialog(id=k, messages=tuple(messages), source="test"))
+    return out
+
+
+def chat_model(tok, seed: int = 0, max_seq_len: int = 64) -> Llama:
+    return tiny_model(vocab_size=tok.vocab_size, seed=seed, max_seq_len=max_seq_len)
+
+
+def sft_config(**kw) -> TrainConfig:
+    base = dict(steps=6, batch_size=4, micro_batch_size=2, seq_len=60, lr=1e-2, min_lr=1e-3, warmup_steps=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_finetune_loss_falls_and_is_deterministic(tok):
+    a, b = chat_model(tok), chat_model(tok)
+    ha = finetune(a, make_dialogs(), tok, sft_config(steps=20))
+    hb = finetune(b, make_dialogs(), tok, sft_config(steps=20))
+    assert ha.loss == hb.loss
+    assert ha.kind == "finetune" and ha.n_examples == 16 and ha.n_truncated == ha.n_dropped == 0
+    assert ha.loss[-1] < 0.5 * ha.loss[0]
+
+
+def test_finetune_counts_assistant_targets_with_their_eot(tok):
+    dialogs = make_dialogs(4)
+    history = finetune(chat_model(tok), dialogs, tok, sft_config(steps=1))
+    # the targets of the step are the assistant tokens (content + <|eot_id|>) of the 4 dialogs
+    expected = sum(sum(l != -100 for l in encode_dialog(d, tok)[1]) for d in dialogs)
+    assert history.targets == [expected]
+    # and each dialog's last target is its <|eot_id|>
+    ids, labels = encode_dialog(dialogs[0], tok)
+    assert labels[-1] == tok.eot_id == ids[-1]
+
+
+def _grad_and_logit_grad(model, inputs, targets):
+    model.zero_grad(set_to_none=True)
+    logits = model(inputs)
+    logits.retain_grad()
+    (token_loss_sum(logits, targets) / int((targets != IGNORE).sum())).backward()
+    return _grads(model), logits.grad
+
+
+def test_the_mask_reaches_the_loss(tok):
+    dialogs = make_dialogs(3)
+    examples = [encode_dialog(d, tok) for d in dialogs]
+    inputs, targets = shift_batch(collate(examples, tok.pad_id))
+    model = chat_model(tok)
+    grads, logit_grad = _grad_and_logit_grad(model, inputs, targets)
+    row_has_gradient = logit_grad.abs().sum(dim=-1) > 0  # (B, T - 1)
+    assert torch.equal(row_has_gradient, targets != IGNORE)  # only target positions feed the loss
+    # the position before each dialog's last token predicts its <|eot_id|>, and is trained
+    for b, (ids, _) in enumerate(examples):
+        assert int(targets[b, len(ids) - 2]) == tok.eot_id and bool(row_has_gradient[b, len(ids) - 2])
+
+    # changing the tokens under masked labels at the pads changes nothing, bit for bit
+    padded = inputs.clone()
+    padded[targets == IGNORE] = torch.where(padded[targets == IGNORE] == tok.pad_id, 7, padded[targets == IGNORE])
+    assert not torch.equal(padded, inputs)
+    same, _ = _grad_and_logit_grad(model, padded, targets)
+    assert all(torch.equal(same[k], grads[k]) for k in grads)
+
+    # changing a target (the first dialog's <|eot_id|>) changes the gradient
+    changed = targets.clone()
+    changed[0, len(examples[0][0]) - 2] = tok.pad_id
+    other, _ = _grad_and_logit_grad(model, inputs, changed)
+    assert not torch.allclose(other["lm_head.weight"], grads["lm_head.weight"])
+
+
+def test_finetune_accumulation_equals_one_big_batch(tok):
+    """Dialogs of unequal lengths: 4 micro-batches of 1 against 1 of 4."""
+    a, b = chat_model(tok), chat_model(tok)
+    ha = finetune(a, make_dialogs(), tok, sft_config(steps=2, micro_batch_size=1))
+    hb = finetune(b, make_dialogs(), tok, sft_config(steps=2, micro_batch_size=4))
+    assert ha.targets == hb.targets
+    assert ha.loss == pytest.approx(hb.loss, rel=1e-5)
+    assert ha.grad_norm == pytest.approx(hb.grad_norm, rel=1e-4)  # the gradient's scale, not only its sign
+    # Adam divides by sqrt(v): a gradient entry near zero turns float noise into a step of
+    # up to lr, so the weights agree to a fraction of one step (lr = 1e-2), not to 1e-7
+    wa, wb = weights(a), weights(b)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+
+
+def test_long_dialogs_are_truncated_by_whole_exchanges_or_dropped(tok):
+    long_turn = Message("assistant", " ".join(WORDS * 4))
+    system = Message("system", "be brief")
+    exchanges = [Message("user", "say red"), Message("assistant", "red"),
+                 Message("user", "say " + " ".join(WORDS)), Message("assistant", " ".join(WORDS))]
+    multi = Dialog(id="multi", messages=(system, *exchanges, Message("user", "say cat"), Message("assistant", "cat")))
+    hopeless = Dialog(id="hopeless", messages=(Message("user", "say it"), long_turn))
+    seq_len = len(encode_dialog(Dialog(id="x", messages=(system, *exchanges[2:], *multi.messages[-2:])), tok)[0]) - 1
+    assert len(encode_dialog(multi, tok)[0]) > seq_len + 1
+    dialogs = [multi, hopeless, *make_dialogs(4)]
+    model = chat_model(tok, max_seq_len=seq_len)
+    h = finetune(model, dialogs, tok, sft_config(steps=1, seq_len=seq_len))
+    assert (h.n_examples, h.n_truncated, h.n_dropped) == (5, 1, 1)
+    h = finetune(chat_model(tok, max_seq_len=seq_len), dialogs, tok, sft_config(steps=1, seq_len=seq_len, long_dialogs="drop"))
+    assert (h.n_examples, h.n_truncated, h.n_dropped) == (4, 0, 2)
+
+    from llm_glossary.train import _truncate_left
+
+    ids, labels = _truncate_left(multi, tok, seq_len + 1, "assistant")
+    # the first exchange went; the system message stayed
+    assert (ids, labels) == encode_dialog(Dialog(id="multi", messages=(system, *exchanges[2:], *multi.messages[-2:])), tok)
+
+
+def test_finetune_resumes_bit_identically_across_epochs(tmp_path, tok):
+    cfg = sft_config(steps=9, batch_size=4, micro_batch_size=2)  # 12 dialogs: 3 steps per epoch
+    whole = chat_model(tok)
+    expected = finetune(whole, make_dialogs(12), tok, cfg)
+    with pytest.raises(Crash):
+        finetune(chat_model(tok), make_dialogs(12), tok, cfg, checkpoint=Checkpointing(tmp_path, every=4),
+                 on_step=crash_at(7))
+    resumed = chat_model(tok, seed=3)
+    got = finetune(resumed, make_dialogs(12), tok, cfg, checkpoint=Checkpointing(tmp_path, every=4, resume=True))
+    assert got.loss == expected.loss
+    assert all(torch.equal(v, weights(whole)[k]) for k, v in weights(resumed).items())
+    state = read_trainer_state(tmp_path / "step-00000009")
+    assert state["data_position"]["epoch"] == 3 and state["kind"] == "finetune"
+
+
+def test_evaluate_matches_a_direct_computation(tok):
+    model = chat_model(tok)
+    dialogs = make_dialogs(5)
+    result = evaluate(model, dialogs, tok, batch_size=2)
+    assert isinstance(result, Evaluation)
+    total, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for d in dialogs:  # one dialog at a time, no padding: the plain definition
+            ids, labels = encode_dialog(d, tok)
+            logits = model(torch.tensor([ids[:-1]]))[0]
+            y = torch.tensor(labels[1:])
+            keep = y != -100
+            total += float(torch.nn.functional.cross_entropy(logits[keep], y[keep], reduction="sum"))
+            correct += int((logits[keep].argmax(-1) == y[keep]).sum())
+            count += int(keep.sum())
+    assert result.n_tokens == count
+    assert result.loss == pytest.approx(total / count, rel=1e-5)
+    assert result.perplexity == pytest.approx(math.exp(total / count), rel=1e-5)
+    assert result.accuracy == correct / count
+
+
+def test_heldout_loss_of_finetune_is_evaluate(tok):
+    model = chat_model(tok)
+    h = finetune(model, make_dialogs(), tok, sft_config(steps=2), heldout=make_dialogs(4, start=20))
+    assert h.heldout_step == [2]
+    assert h.heldout_loss[0] == pytest.approx(evaluate(model, make_dialogs(4, start=20), tok).loss, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m, t: finetune(m, "dialogs.json", t, sft_config()), r"dialogs must be a list of Dialog, got str"),
+        (lambda m, t: finetune(m, [1, 2], t, sft_config()), r"dialogs\[0\] must be a Dialog, got int"),
+        (lambda m, t: finetune(m, make_dialogs(2), t, sft_config()), r"need at least batch_size=4 training sequences, got 2"),
+        (lambda m, t: finetune(tiny_model(vocab_size=40), make_dialogs(), t, sft_config()),
+         r"the tokenizer has \d+ pieces but the model's vocab_size is 40"),
+        (lambda m, t: finetune(m, make_dialogs(), t, sft_config(seq_len=4)), r"no dialog fits seq_len=4 \(dropped 16 of 16\)"),
+        (lambda m, t: evaluate(m, make_dialogs(), t, batch_size=0), r"batch_size must be a positive int, got 0"),
+        (lambda m, t: evaluate(m, make_dialogs(), t, device="gpu"), r"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+        (lambda m, t: reply(m, t, "hello"), r"messages must be a list of Message, got str"),
+        (lambda m, t: reply(m, t, []), r"messages is empty: it must end with a user message"),
+        (lambda m, t: reply(m, t, [{"role": "user", "content": "hi"}]), r"messages\[0\] must be a Message, got dict"),
+        (lambda m, t: reply(m, t, [Message("user", "hi"), Message("assistant", "yo")]),
+         r"the last message must be from the user, got role 'assistant'"),
+        (lambda m, t: reply(m, t, [Message("user", "hi")], max_new_tokens=-1), r"max_new_tokens must be an int >= 0"),
+        (lambda m, t: reply(m, t, [Message("user", "hi")], temperature=-1.0), r"temperature must be a finite number >= 0"),
+        (lambda m, t: reply(m, t, [Message("user", "hi")], max_new_tokens=60),
+         r"the prompt has \d+ tokens; with max_new_tokens=60 that exceeds the model's max_seq_len=64"),
+        (lambda m, t: reply(m, t, [Message("user", "hi")], on_token="print"), r"on_token must be callable or None, got str"),
+    ],
+)
+def test_dialog_input_errors(tok, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(chat_model(tok), tok)
+
+
+# ---------------------------------------------------------------------- replies
+
+
+class Scripted(torch.nn.Module):
+    """A stand-in model whose next token is read from a script (to build any output)."""
+
+    def __init__(self, vocab_size: int, script: list[int], max_seq_len: int = 256) -> None:
+        super().__init__()
+        self.config = LlamaConfig(vocab_size=vocab_size, dim=8, n_layers=1, n_heads=2, max_seq_len=max_seq_len)
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+        self.script, self.calls = list(script), 0
+
+    def new_caches(self, batch: int, max_len: int | None = None) -> list:
+        return []
+
+    def forward(self, idx, *, caches=None, last_only=False):
+        logits = torch.full((idx.shape[0], 1, self.config.vocab_size), -10.0)
+        token = self.script[self.calls] if self.calls < len(self.script) else self.script[-1]
+        logits[:, :, token] = 10.0
+        self.calls += 1
+        return logits
+
+
+def text_ids(tok, text: str) -> list[int]:
+    return tok.encode(text)
+
+
+def test_reply_ends_on_eot(tok):
+    ids = text_ids(tok, "red cat")
+    r = reply(Scripted(tok.vocab_size, [*ids, tok.eot_id]), tok, [Message("user", "say red cat")])
+    assert r == Reply(text="red cat", ids=[*ids, tok.eot_id], ended=True, role_leak=False)
+
+
+def test_reply_that_hits_the_limit_has_not_ended(tok):
+    ids = text_ids(tok, "red cat dog sun")
+    r = reply(Scripted(tok.vocab_size, ids + [tok.eot_id]), tok, [Message("user", "hi")], max_new_tokens=2)
+    assert r.ids == ids[:2] and not r.ended and not r.role_leak
+
+
+@pytest.mark.parametrize("special", ["<|start_header_id|>", "<|end_header_id|>", "<|begin_of_text|>", "<|pad|>", "</s>"])
+def test_reply_flags_a_role_leak(tok, special):
+    ids = text_ids(tok, "red")
+    script = [*ids, tok.piece_to_id(special), *text_ids(tok, "user"), tok.eot_id]
+    r = reply(Scripted(tok.vocab_size, script), tok, [Message("user", "hi")])
+    assert r.role_leak and r.ended
+    assert special not in r.text  # special tokens are never text
+
+
+def test_reply_streams_whole_characters(tok):
+    # "한" is not a piece here: three byte pieces, which must reach on_token as one character
+    chars = [tok.piece_to_id(f"<0x{b:02X}>") for b in "한".encode("utf-8")]
+    assert all(tok.id_to_piece(i).startswith("<0x") for i in chars)
+    script = [*text_ids(tok, "red"), *chars, *text_ids(tok, "cat"), tok.eot_id]  # "▁cat": " cat"
+    pieces: list[str] = []
+    r = reply(Scripted(tok.vocab_size, script), tok, [Message("user", "hi")], on_token=pieces.append)
+    assert "".join(pieces) == r.text == "red한 cat"
+    assert "한" in pieces  # arrived whole
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_reply_of_a_real_model_is_greedy_and_reproducible(tok):
+    model = chat_model(tok, max_seq_len=128)
+    messages = [Message("user", "say red")]
+    a = reply(model, tok, messages, max_new_tokens=8)
+    b = reply(model, tok, messages, max_new_tokens=8)
+    assert a == b and 1 <= len(a.ids) <= 8
+    # greedy: the same tokens as the model's own generate()
+    prompt = torch.tensor([encode_prompt(messages, tok)])
+    out = model.generate(prompt, 8, stop_tokens=[tok.eot_id])[0, prompt.shape[1]:].tolist()
+    assert a.ids == out[: len(a.ids)]
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    s1 = reply(model, tok, messages, max_new_tokens=8, temperature=1.0, generator=g1)
+    s2 = reply(model, tok, messages, max_new_tokens=8, temperature=1.0, generator=g2)
+    assert s1 == s2

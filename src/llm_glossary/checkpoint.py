@@ -498,11 +498,14 @@ def _read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], int
                 f"inside the {data_len} data bytes"
             )
         infos[name] = TensorInfo(_ST_DTYPES[dtype], tuple(shape), start, end)
-    position = 0  # the tensors must tile the data exactly: no overlap, no gap, nothing after
-    for name, info in sorted(infos.items(), key=lambda kv: (kv[1].start, kv[1].end)):
+    ordered = sorted(infos.items(), key=lambda kv: (kv[1].start, kv[1].end))
+    for (_, before), (name, info) in zip(ordered, ordered[1:]):  # two tensors sharing bytes
+        if info.start < before.end:
+            raise CheckpointError(f"{path}: tensor {name!r} (bytes {info.start}..{info.end}) overlaps the previous tensor")
+    position = 0  # the tensors must tile the data exactly: no gap, nothing after
+    for name, info in ordered:
         if info.start != position:
-            what = "overlaps the previous tensor" if info.start < position else f"leaves a gap of {info.start - position} bytes"
-            raise CheckpointError(f"{path}: tensor {name!r} (bytes {info.start}..{info.end}) {what}")
+            raise CheckpointError(f"{path}: tensor {name!r} (bytes {info.start}..{info.end}) leaves a gap of {info.start - position} bytes")
         position = info.end
     if position != data_len:
         raise CheckpointError(f"{path}: {data_len - position} bytes after the last tensor: not a valid safetensors file")

@@ -588,7 +588,7 @@ def _dialog_from(obj: Any, where: str, source: str, default_id: str, names: dict
             for key in obj:
                 hint = _suggest(str(key), _KINDS)
                 if hint:
-                    hint = f" (found {key!r}{hint[1:]})"
+                    hint = f" (found {key!r}{hint})"
                     break
             problems.add(where, "missing key 'conversation'; a dialog holds its messages in "
                                 "'conversation' (project format), 'messages' (OpenAI) or "
@@ -691,14 +691,14 @@ def _quote_problems(text: str, problems: _Problems, line0: int = 1) -> bool:
 def _syntax_hint(err: json.JSONDecodeError) -> str:
     doc, pos, msg = err.doc, err.pos, err.msg
     at = doc[pos] if pos < len(doc) else ""
+    if not doc[pos:].strip():
+        return "; the text ends early: an unclosed [ or {, or a missing value"
     if at == "'":
         return "; JSON strings and keys use double quotes \", not single quotes '"
     if msg.startswith("Expecting property name") and at == "}":
         return "; a trailing comma before } (JSON allows no comma after the last item)"
     if msg == "Expecting value" and at in "]}" and at:
         return f"; a trailing comma before {at} (JSON allows no comma after the last item)"
-    if msg == "Expecting value" and not doc[pos:].strip():
-        return "; the text ends early: an unclosed [ or {, or a missing value"
     if msg.startswith("Expecting ',' delimiter"):
         return "; a missing comma between two items, or an unclosed [ or {"
     if msg.startswith("Unterminated string"):

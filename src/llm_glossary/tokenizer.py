@@ -460,6 +460,8 @@ class ByteFallbackBPE:
             >>> chat.eot_id in chat.encode("<|eot_id|>")
             False
         """
+        if isinstance(tokens, str):
+            raise ValueError(f"special tokens must be a sequence of strings, got the string {tokens!r}")
         new = [t for t in dict.fromkeys(tokens) if t not in self._special_tokens]
         taken = [t for t in new if t in self._ids]
         if taken:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import random
@@ -43,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from .dialog import TRAIN_ON
+
 __all__ = [
     "TrainConfig",
     "StepInfo",
@@ -57,6 +58,7 @@ __all__ = [
     "reply",
     "resolve_device",
     "token_loss_sum",
+    "shift_batch",
     "accumulate_gradients",
     "list_checkpoints",
     "read_trainer_state",
@@ -87,7 +89,9 @@ class TrainConfig:
         eps: AdamW's epsilon.
         grad_clip: maximum global gradient norm (0 turns clipping off).
         seed: seeds the data order (and nothing else is random in training).
-        train_on: which tokens of a dialog are targets, passed to ``encode_dialog``.
+        train_on: which tokens of a dialog are targets, passed to ``encode_dialog``:
+            "assistant" (every assistant message and its <|eot_id|>), "last" (the last
+            assistant message only) or "all" (every token).
         eval_every: held-out loss every this many steps (0: only at the end).
         eval_max_sequences: cap on held-out windows in pretraining (None: all).
         long_dialogs: a dialog longer than seq_len + 1 tokens is "truncate"d from the left
@@ -143,8 +147,8 @@ class TrainConfig:
         ):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))  # frozen dataclass
-        if not isinstance(self.train_on, str) or not self.train_on:
-            raise ValueError(f"TrainConfig.train_on must be a non-empty string, got {self.train_on!r}")
+        if self.train_on not in TRAIN_ON:
+            raise ValueError(f"TrainConfig.train_on must be one of {TRAIN_ON}, got {self.train_on!r}")
         if self.long_dialogs not in LONG_DIALOGS:
             raise ValueError(f"TrainConfig.long_dialogs must be one of {LONG_DIALOGS}, got {self.long_dialogs!r}")
 
@@ -417,18 +421,30 @@ class _Dialogs:
     def batch(self, indices: Sequence[int], epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         from .dialog import collate
 
-        batch = collate([self.examples[i] for i in indices], self.pad_id)
-        mask = batch.attention_mask
-        if bool((mask[:, 1:] & ~mask[:, :-1]).any()):  # a real token after a pad
-            raise ValueError("collate must pad on the right: the causal mask then keeps pads out of every real token")
-        # label i is ids[i]: the logits at position i predict label i + 1
-        return batch.input_ids[:, :-1], batch.labels[:, 1:]
+        return shift_batch(collate([self.examples[i] for i in indices], self.pad_id))
 
     def n_inputs(self, indices: Sequence[int]) -> int:
         return sum(len(self.examples[i][0]) - 1 for i in indices)  # pads excluded
 
     def fingerprint(self) -> dict:
         return {"kind": "dialogs", "n_examples": self.n, "checksum": self._checksum}
+
+
+# --8<-- [start:shift]
+def shift_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a padded dialog ``Batch``: the next-token shift by one.
+
+    ``labels[:, t]`` is the token at t (or -100), and the logits at position t - 1 predict
+    it, so the inputs drop the last position and the targets the first. The last input
+    of a dialog is its final ``<|eot_id|>``, which predicts nothing; the ``<|eot_id|>``
+    itself stays a target, predicted from the token before it. Pads are on the right:
+    with causal attention no real token attends to them, and their targets are -100.
+    """
+    mask = batch.attention_mask
+    if bool((mask[:, 1:] & ~mask[:, :-1]).any()):  # a real token after a pad
+        raise ValueError("the batch must be padded on the right (as collate does)")
+    return batch.input_ids[:, :-1], batch.labels[:, 1:]  # (B, T - 1) each
+# --8<-- [end:shift]
 
 
 def _checksum(t: torch.Tensor) -> int:
@@ -974,9 +990,8 @@ def evaluate(
     model.eval()
     total, correct, count = 0.0, 0, 0
     for s in range(0, len(examples), batch_size):
-        batch = collate(examples[s : s + batch_size], tokenizer.pad_id)
-        inputs = batch.input_ids[:, :-1].to(dev)
-        targets = batch.labels[:, 1:].to(dev)
+        inputs, targets = shift_batch(collate(examples[s : s + batch_size], tokenizer.pad_id))
+        inputs, targets = inputs.to(dev), targets.to(dev)
         with _autocast(dev):
             logits = model(inputs)  # (B, T, V)
         total += float(token_loss_sum(logits, targets))
@@ -1011,15 +1026,9 @@ def _check_messages(messages) -> None:
 
 
 def _special_ids(tokenizer) -> set[int]:
-    """Every special id the tokenizer knows: chat tokens and <unk>, <s>, </s>."""
-    from . import dialog
-
+    """Every special id the tokenizer knows: the added (chat) tokens and <unk>, <s>, </s>."""
     ids = {tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id}
-    for piece in (dialog.BEGIN_OF_TEXT, dialog.START_HEADER, dialog.END_HEADER, dialog.EOT, dialog.PAD):
-        try:
-            ids.add(tokenizer.piece_to_id(piece))
-        except ValueError:
-            pass
+    ids.update(tokenizer.piece_to_id(t) for t in tokenizer.special_tokens)
     return ids
 
 
@@ -1123,7 +1132,7 @@ def reply(
     was = model.training
     model.eval()
     caches = model.new_caches(1, len(prompt) + max_new_tokens)
-    stream = _Stream(tokenizer, skip={eot})
+    stream = _Stream(tokenizer, skip=specials)  # decode drops special tokens, so does the stream
     step_input = torch.tensor([prompt], dtype=torch.long, device=dev)  # (1, T)
     ids: list[int] = []
     ended = False
@@ -1140,16 +1149,16 @@ def reply(
                 piece = stream.push(next_id)
                 if piece:
                     on_token(piece)
-            else:
-                stream.ids.append(next_id)
             step_input = torch.tensor([[next_id]], dtype=torch.long, device=dev)
     finally:
         model.train(was)
-    rest = stream.finish()
-    if rest and on_token is not None:
-        on_token(rest)
+    if on_token is not None:
+        rest = stream.finish()  # a character still held back (bytes that never completed)
+        if rest:
+            on_token(rest)
     role_leak = any(i in specials and i != eot for i in ids)
-    return Reply(text=stream.emitted, ids=ids, ended=ended, role_leak=role_leak)
+    text = tokenizer.decode([i for i in ids if i != eot])  # special tokens are not text
+    return Reply(text=text, ids=ids, ended=ended, role_leak=role_leak)
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -1157,45 +1166,15 @@ def reply(
 CHECKPOINT_FORMAT = "llm-glossary-train-checkpoint"
 CHECKPOINT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+# atomic_folder's temporary names (.step-N.tmp-*, .new-*, .old-*) and ours while deleting
+_LEFTOVER = re.compile(r"^\.(step-\d{8}\.(tmp|new|old)-.*|deleting-step-\d{8}-\d+)$")
 
 
 def _ckpt():
-    """The package's file module (atomic folders, safetensors)."""
-    try:
-        from . import checkpoint
-    except ImportError:  # TEMPORARY until branch `files` is merged: the same contract
-        return _FallbackFiles
+    """The package's file module (atomic folders, safetensors, strict JSON)."""
+    from . import checkpoint
+
     return checkpoint
-
-
-class _FallbackFiles:  # TEMPORARY: removed when llm_glossary.checkpoint exists
-    from .model import CheckpointError
-
-    @staticmethod
-    @contextlib.contextmanager
-    def atomic_folder(path):
-        import tempfile
-
-        path = Path(path)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            yield tmp
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-
-    @staticmethod
-    def save_safetensors(tensors, path, metadata=None):
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
-
-    @staticmethod
-    def load_safetensors(path):
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
 
 
 class Checkpointing:
@@ -1283,14 +1262,16 @@ class Checkpointing:
                 model.save(tmp / "model")
                 ck.save_safetensors(tensors, tmp / "optimizer.safetensors", metadata={"format": "pt"})
                 ck.save_safetensors(rng_tensors, tmp / "rng.safetensors", metadata={"format": "pt"})
-                with open(tmp / "trainer.json", "w", encoding="utf-8") as f:
-                    json.dump(trainer, f, indent=1)
-                    f.write("\n")
+                ck.atomic_write_json(tmp / "trainer.json", trainer, indent=1)
             self._prune()
         self.saved.add(step)
         return path
 
     def _prune(self) -> None:
+        # leftovers of a run killed while saving or deleting (never complete checkpoints)
+        for p in self.dir.iterdir():
+            if _LEFTOVER.match(p.name):
+                shutil.rmtree(p, ignore_errors=True)
         found = self.checkpoints()
         for old in found[: max(0, len(found) - self.keep_last)]:
             # rename first (atomic), so a kill during the deletion leaves no step folder
@@ -1349,12 +1330,7 @@ def read_trainer_state(path) -> dict:
     """The trainer.json of a checkpoint folder, checked for format and version."""
     ck = _ckpt()
     file = Path(path) / "trainer.json"
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ck.CheckpointError(f"{file}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ck.CheckpointError(f"{file}: not valid JSON ({e})") from None
+    data = ck.read_json(file)
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise ck.CheckpointError(f"{file}: not a training checkpoint (format must be {CHECKPOINT_FORMAT!r})")
     if data.get("version") != CHECKPOINT_VERSION:
