@@ -287,6 +287,14 @@ def test_out_of_memory_says_what_to_change(base, tmp_path, monkeypatch):
     line = one_error_line(stderr)
     assert "out of memory" in line and "--micro-batch-size" in line and "--config" in line
 
+    def diverged(*args, **kwargs):
+        raise RuntimeError("finetune: the loss is nan at step 3: training diverged (try a lower lr than 0.003)")
+
+    monkeypatch.setattr(train, "finetune", diverged)
+    code, _, stderr = run_main(*sft_args(base, tmp_path / "d"))
+    assert code == cli.EXIT_INPUT
+    assert "training diverged" in (line := one_error_line(stderr)) and "--lr" in line
+
     def too_big(*args, **kwargs):
         raise MemoryError()
 
@@ -354,6 +362,39 @@ def test_progress_bar_on_a_terminal(base, tmp_path):
     assert re.search(r"sft: +100%.*3/3 \[[0-9:]+<[0-9:]+", screen), screen  # bar with elapsed<ETA
     assert "loss=" in screen and "tok/s=" in screen
     assert "model written to" in screen
+
+
+def test_sft_default_base_is_the_walkthrough_pretrained_model(base, tmp_path, monkeypatch):
+    """Without --base, sft starts from walkthrough.run().pretrained and leaves that model as it was."""
+    import types
+
+    import llm_glossary
+    from llm_glossary.model import Llama
+
+    pretrained, tokenizer = cli.load_model_folder(base)
+    before = {k: v.clone() for k, v in pretrained.state_dict().items()}
+    calls = []
+
+    def run(**kwargs):
+        calls.append(kwargs)
+        return types.SimpleNamespace(pretrained=pretrained, tokenizer=tokenizer)
+
+    fake = types.ModuleType("llm_glossary.walkthrough")
+    fake.run = run
+    monkeypatch.setitem(sys.modules, "llm_glossary.walkthrough", fake)
+    monkeypatch.setattr(llm_glossary, "walkthrough", fake, raising=False)
+    out = tmp_path / "default-base"
+    code, _, stderr = run_main("sft", "--config", "tiny", "--data", GOOD, "--out", out, "--steps", 2,
+                               "--device", "cpu")
+    assert code == 0, stderr
+    assert len(calls) == 1
+    assert all(torch.equal(before[k], v) for k, v in pretrained.state_dict().items())  # a copy was trained
+    with_base = tmp_path / "explicit-base"
+    assert run_main("sft", "--config", "tiny", "--data", GOOD, "--out", with_base, "--steps", 2, "--base", base,
+                    "--device", "cpu")[0] == 0
+    a, b = weights(out), weights(with_base)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same start, the same run
+    assert Llama.load(out).config == pretrained.config
 
 
 # ---------------------------------------------------------------------------- exact resume

@@ -353,12 +353,17 @@ def _error(prefix: str, message: str) -> None:
     print(f"{prefix}error: {first}", file=sys.stderr)
 
 
+def _is_out_of_memory(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "out of memory" in text or "can't allocate memory" in text  # CUDA / MPS, and the CPU allocator
+
+
 def _user_error_message(err: BaseException) -> str | None:
     """The one-line message for an error a user can cause, or None for a bug."""
     if isinstance(err, MemoryError):
         return ("out of memory: the model or the batch does not fit; use a smaller --config "
                 "(e.g. tiny), a smaller --micro-batch-size or --batch-size")
-    if isinstance(err, RuntimeError) and "out of memory" in str(err).lower():
+    if isinstance(err, RuntimeError) and _is_out_of_memory(err):
         return ("out of memory on the device: the model or the batch does not fit; lower "
                 "--micro-batch-size (gradient accumulation keeps the global batch), or use a "
                 "smaller --config")
@@ -851,7 +856,9 @@ def _run_training(command: str, args, *, prepare: Callable, train_fn: Callable) 
             raise
         except RuntimeError as err:
             progress.close()
-            if "out of memory" in str(err).lower():
+            if "diverged" in str(err):  # the loss became inf/nan: the options, not the code
+                raise CommandError(f"{err}; set it with --lr") from None
+            if _is_out_of_memory(err):
                 torch.cuda.empty_cache() if torch.cuda.is_available() else None
                 raise CommandError(f"out of memory on {device} with --config {args.config}, micro-batch "
                                    f"{config.micro_batch_size} x {config.seq_len} tokens: lower "
