@@ -135,6 +135,15 @@ def test_every_subcommand_has_help(sub):
     assert "내 대화 데이터로 미세조정하기" in stdout  # the Korean guide is linked
 
 
+def test_console_script_entry_point_is_main():
+    import importlib
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    module, _, attr = scripts["llm-glossary"].partition(":")
+    assert getattr(importlib.import_module(module), attr) is main
+
+
 def test_top_level_help_lists_the_subcommands():
     code, stdout, _ = run_main("--help")
     assert code == 0
@@ -531,6 +540,10 @@ def test_export_loads_in_transformers_and_generates_the_same_tokens(trained, tmp
             hf_ids = list(hf_ids["input_ids"])
         prompt = encode_prompt(conversation, tokenizer)
         assert hf_ids == prompt
+        with torch.no_grad():
+            ours_logits = model(torch.tensor([prompt]))
+            hf_logits = hf_model(torch.tensor([prompt])).logits
+        torch.testing.assert_close(hf_logits, ours_logits, rtol=1e-4, atol=1e-4)
         ours = train.reply(model, tokenizer, conversation, max_new_tokens=16)
         with torch.no_grad():
             generated = hf_model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False)
