@@ -510,10 +510,14 @@ from llm_glossary.train import Evaluation, Reply, evaluate, finetune, reply, shi
 WORDS = "red green blue cat dog sun moon tree rock bird fish star".split()
 
 
-@pytest.fixture(scope="module")
-def tok():
+def tiny_tokenizer() -> ByteFallbackBPE:
     text = " ".join(WORDS) + " say twice again user assistant system be brief 한국어"
     return ByteFallbackBPE.train([text] * 3, vocab_size=330).with_special_tokens(CHAT_SPECIALS)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
 
 
 def make_dialogs(n: int = 16, start: int = 0) -> list[Dialog]:
@@ -774,3 +778,59 @@ def test_reply_of_a_real_model_is_greedy_and_reproducible(tok):
     s1 = reply(model, tok, messages, max_new_tokens=8, temperature=1.0, generator=g1)
     s2 = reply(model, tok, messages, max_new_tokens=8, temperature=1.0, generator=g2)
     assert s1 == s2
+
+
+# ---------------------------------------------------------------------- DDP
+
+
+def ddp_config(**kw) -> TrainConfig:
+    return sft_config(**{"steps": 3, "batch_size": 4, "micro_batch_size": 1, **kw})
+
+
+def _ddp_worker(rank: int, world_size: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    from llm_glossary.checkpoint import save_safetensors
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size)
+    try:
+        tok = tiny_tokenizer()
+        model = chat_model(tok)
+        h = finetune(model, make_dialogs(), tok, ddp_config(),
+                     checkpoint=Checkpointing(Path(folder) / "ckpt", every=2))
+        p_model = tiny_model()
+        hp = pretrain(p_model, pattern_tokens(), small_config(steps=3, micro_batch_size=2))
+        if rank == 0:
+            save_safetensors(weights(model), Path(folder) / "sft.safetensors")
+            save_safetensors(weights(p_model), Path(folder) / "pretrain.safetensors")
+            (Path(folder) / "histories.json").write_text(json.dumps([h.to_dict(), hp.to_dict()]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ddp_processes_match_one_process(tmp_path, tok):
+    import torch.multiprocessing as mp
+
+    from llm_glossary.checkpoint import load_safetensors
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+
+    # one process, the same global batch (4 sequences), 2 micro-batches of 2 instead of 2 × 2 × 1
+    single = chat_model(tok)
+    h = finetune(single, make_dialogs(), tok, ddp_config(micro_batch_size=2))
+    single_p = tiny_model()
+    hp = pretrain(single_p, pattern_tokens(), small_config(steps=3, micro_batch_size=4))
+
+    ddp_h, ddp_hp = (History.from_dict(d) for d in json.loads((tmp_path / "histories.json").read_text()))
+    assert ddp_h.targets == h.targets  # the same dialogs in every step
+    assert ddp_h.loss == pytest.approx(h.loss, rel=1e-5)
+    assert ddp_h.grad_norm == pytest.approx(h.grad_norm, rel=1e-4)  # ∇ normalised by the global count
+    assert ddp_hp.loss == pytest.approx(hp.loss, rel=1e-5)
+    for name, want in (("sft", weights(single)), ("pretrain", weights(single_p))):
+        got = load_safetensors(tmp_path / f"{name}.safetensors")
+        for k in want:
+            assert torch.allclose(got[k], want[k], atol=1e-4), (name, k)
+    # only process 0 wrote checkpoints, and they are complete
+    assert [p.name for p in list_checkpoints(tmp_path / "ckpt")] == ["step-00000002", "step-00000003"]
+    assert read_trainer_state(tmp_path / "ckpt" / "step-00000003")["world_size"] == 2

@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
+from .checkpoint import _no_duplicates, _reject_constant, atomic_write_text
 
 __all__ = [
     "ByteFallbackBPE",
@@ -79,6 +79,12 @@ FORMAT_VERSION = 1
 DUMMY_PREFIXES = ("always", "if_missing")
 
 _WORD_RE = re.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")
+# Training words: a "▁" and what follows up to the next "▁" or whitespace. Other whitespace
+# (line breaks, tabs, ideographic spaces) only separates words, as the line ends do for
+# sentencepiece: no piece spans it, and it is encoded with byte pieces like "\n" in Llama 2.
+_TRAIN_WORD_RE = re.compile(rf"{SPACE}[^{SPACE}\s]*|[^{SPACE}\s]+")
+MAX_PIECE_LENGTH = 16  # characters, as sentencepiece's max_sentencepiece_length default
+_MAX_SEGMENT = 64  # training cuts longer runs (text without spaces) into chunks of this size
 
 
 class TokenizerFileError(ValueError):
@@ -155,7 +161,12 @@ def count_words(
 ) -> tuple[Counter, list[str]]:
     """Count the training words once and choose the alphabet.
 
-    Each text is normalized and split into words. Characters (including "▁") are counted;
+    Each line of each text is normalized (one "▁" in front, as sentencepiece treats each
+    line as a sentence) and split into words: a word starts at "▁" and ends before the next
+    "▁" or whitespace character. Other whitespace (a tab, an ideographic space) only
+    separates words: no piece spans it and it is not part of the alphabet. So a text joined
+    with "\\n" trains exactly like its lines, and "\\n" is encoded as the byte piece
+    ``<0x0A>``, as in Llama 2. Characters (including "▁") are counted;
     the most frequent are kept until their share of all characters reaches
     ``character_coverage`` (sentencepiece's rule: a character is added while the share
     covered before it is below the target). "▁" is always kept. Characters outside the
@@ -168,16 +179,31 @@ def count_words(
 
     Returns:
         (segments, alphabet): a Counter of alphabet-only segments (str -> count) and the
-        alphabet, most frequent first (ties: by code point).
+        alphabet, most frequent first (ties: by code point). A segment longer than 64
+        characters (only text without spaces has one) is cut into 64-character chunks, so
+        training stays linear in such text; the pair across a cut is not counted.
+
+    Raises:
+        TypeError: ``texts`` is not a str or an iterable of str, or ``character_coverage``
+            is not a number.
+        ValueError: ``character_coverage`` outside (0, 1], or a text with a lone surrogate.
     """
+    if not isinstance(character_coverage, (int, float)) or isinstance(character_coverage, bool):
+        raise TypeError(
+            f"character_coverage must be a number in (0, 1], got {type(character_coverage).__name__} "
+            f"{character_coverage!r}")
     if not 0 < character_coverage <= 1:
         raise ValueError(f"character_coverage must be in (0, 1], got {character_coverage!r}")
     if isinstance(texts, str):
         texts = [texts]
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise TypeError(
+            f"training texts must be a str or an iterable of str, got {type(texts).__name__}")
     words: Counter = Counter()
     for i, text in enumerate(texts):
         _check_text(text, f"training text {i}")
-        words.update(split_words(normalize(text)))
+        for line in text.splitlines():  # each line is a sentence with its own "▁" in front
+            words.update(_TRAIN_WORD_RE.findall(normalize(line)))
     chars: Counter = Counter()
     for word, n in words.items():
         for ch in word:
@@ -194,19 +220,24 @@ def count_words(
         alphabet.append(SPACE)
     keep = set(alphabet)
     segments: Counter = Counter()
+
+    def add(segment: str, n: int) -> None:
+        for start in range(0, len(segment), _MAX_SEGMENT):
+            segments[segment[start : start + _MAX_SEGMENT]] += n
+
     for word, n in words.items():
         if set(word) <= keep:
-            segments[word] += n
+            add(word, n)
         else:
             run = []
             for ch in word:
                 if ch in keep:
                     run.append(ch)
                 elif run:
-                    segments["".join(run)] += n
+                    add("".join(run), n)
                     run = []
             if run:
-                segments["".join(run)] += n
+                add("".join(run), n)
     return segments, alphabet
 
 
@@ -226,6 +257,11 @@ def _check_vocab_size(vocab_size: int, alphabet: Sequence[str]) -> None:
         )
 
 
+def _check_max_piece_length(value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise ValueError(f"max_piece_length must be an int >= 2 (characters), got {value!r}")
+
+
 def _merge_symbols(symbols: list[str], a: str, b: str) -> list[str]:
     """Replace every non-overlapping (a, b), left to right, by a + b."""
     out: list[str] = []
@@ -242,7 +278,11 @@ def _merge_symbols(symbols: list[str], a: str, b: str) -> list[str]:
 
 # --8<-- [start:naive_train]
 def naive_train(
-    texts: str | Iterable[str], vocab_size: int, *, character_coverage: float = 0.9995
+    texts: str | Iterable[str],
+    vocab_size: int,
+    *,
+    character_coverage: float = 0.9995,
+    max_piece_length: int = MAX_PIECE_LENGTH,
 ) -> list[tuple[str, str]]:
     """The textbook BPE trainer: recount every pair after every merge.
 
@@ -254,6 +294,7 @@ def naive_train(
         >>> naive_train("low lower lowest", vocab_size=3 + 256 + 8 + 3)
         [('l', 'o'), ('lo', 'w'), ('▁', 'low')]
     """
+    _check_max_piece_length(max_piece_length)
     words, alphabet = count_words(texts, character_coverage)
     _check_vocab_size(vocab_size, alphabet)
     pieces = set(SPECIALS) | set(BYTE_PIECES) | set(alphabet)
@@ -265,7 +306,9 @@ def naive_train(
             symbols = splits[word]
             for pair in zip(symbols, symbols[1:]):
                 pairs[pair] += n
-        candidates = [p for p in pairs if p[0] + p[1] not in _RESERVED]
+        candidates = [  # never a special or byte piece, never longer than max_piece_length
+            p for p in pairs if p[0] + p[1] not in _RESERVED and len(p[0]) + len(p[1]) <= max_piece_length
+        ]
         if not candidates:
             break
         # highest count first; equal counts: the smallest (left, right) in string order
@@ -280,7 +323,12 @@ def naive_train(
 
 # --8<-- [start:learn_merges]
 def learn_merges(
-    words: Counter, pieces: set[str], vocab_size: int, *, progress: bool = False
+    words: Counter,
+    pieces: set[str],
+    vocab_size: int,
+    *,
+    progress: bool = False,
+    max_piece_length: int = MAX_PIECE_LENGTH,
 ) -> list[tuple[str, str]]:
     """Incremental BPE: count pairs once, then update only the words a merge touches.
 
@@ -294,6 +342,7 @@ def learn_merges(
         pieces: the pieces so far (specials, bytes, alphabet); updated in place.
         vocab_size: stop when ``len(pieces)`` reaches it (or no pair is left).
         progress: print a line to stderr every 500 merges.
+        max_piece_length: no merge makes a piece longer than this (in characters).
     """
     symbols = [list(w) for w in words]
     counts = list(words.values())
@@ -308,7 +357,7 @@ def learn_merges(
     merges: list[tuple[str, str]] = []
     while len(pieces) < vocab_size and heap:
         neg, a, b = heapq.heappop(heap)
-        if pair_count.get((a, b), 0) != -neg or a + b in _RESERVED:
+        if pair_count.get((a, b), 0) != -neg or a + b in _RESERVED or len(a) + len(b) > max_piece_length:
             continue  # stale entry (the count changed since it was pushed) or forbidden
         merged = a + b
         merges.append((a, b))
@@ -375,7 +424,8 @@ class ByteFallbackBPE:
         'lowest 한글'
     """
 
-    _CACHE_LIMIT = 200_000  # words kept in the encode cache (cleared when full)
+    _CACHE_CHARS = 1_000_000  # characters of words kept in the encode cache (cleared when full)
+    _CACHE_WORD = 1_000  # longer words are encoded every time, never cached
     _LONG_WORD = 48  # longer words use the heap-based merge loop
 
     def __init__(
@@ -390,6 +440,9 @@ class ByteFallbackBPE:
             raise ValueError(f"dummy_prefix must be one of {DUMMY_PREFIXES}, got {dummy_prefix!r}")
         self.dummy_prefix = dummy_prefix
         self._pieces = list(pieces)
+        bad = next((i for i, p in enumerate(self._pieces) if not isinstance(p, str) or not p), None)
+        if bad is not None:
+            raise ValueError(f"piece {bad} must be a non-empty string, got {self._pieces[bad]!r}")
         self._ids = {p: i for i, p in enumerate(self._pieces)}
         if len(self._ids) != len(self._pieces):
             dup = next(p for p, n in Counter(self._pieces).items() if n > 1)
@@ -405,6 +458,10 @@ class ByteFallbackBPE:
             for piece in (a, b, a + b):
                 if piece not in self._ids:
                     raise ValueError(f"merge {rank} ({a!r}, {b!r}): piece {piece!r} is not in the vocabulary")
+            if a + b in _RESERVED:  # text would then encode to a control or byte id
+                raise ValueError(
+                    f"merge {rank} ({a!r}, {b!r}) builds the reserved piece {a + b!r}; expected merges "
+                    "that never produce a special or byte piece (train never learns one)")
             self._ranks[(a, b)] = (rank, a + b)  # a repeated pair: the last rank wins, as in HF
         self.unk_id, self.bos_id, self.eos_id = (self._ids[s] for s in SPECIALS)
         self._byte_ids = [self._ids[p] for p in BYTE_PIECES]
@@ -416,6 +473,7 @@ class ByteFallbackBPE:
         matched = sorted({*SPECIALS, *self._special_tokens}, key=lambda t: (-len(t), t))
         self._special_re = re.compile("|".join(map(re.escape, matched)))
         self._cache: dict[str, list[int]] = {}
+        self._cache_chars = 0  # sum of len(word) over the cache: its size is bounded, not its count
 
     def _check_special_tokens(self, special_tokens: Sequence[str]) -> tuple[str, ...]:
         if isinstance(special_tokens, str):
@@ -497,22 +555,26 @@ class ByteFallbackBPE:
         *,
         character_coverage: float = 0.9995,
         progress: bool = False,
+        max_piece_length: int = MAX_PIECE_LENGTH,
     ) -> ByteFallbackBPE:
         """Learn a vocabulary of ``vocab_size`` pieces from ``texts``.
 
         ``vocab_size`` counts the 3 specials, the 256 byte pieces, the alphabet and the
         merges, as sentencepiece counts it. Training stops early (a smaller vocabulary) when
-        no pair is left to merge.
+        no pair is left to merge. No piece is longer than ``max_piece_length`` characters
+        (sentencepiece's ``max_sentencepiece_length``, 16 by default), and no piece spans a
+        line break or other whitespace (see :func:`count_words`).
 
         Raises:
             ValueError: ``vocab_size`` below 3 + 256 + alphabet size (the message states the
                 minimum), or a training text with a lone surrogate.
         """
+        _check_max_piece_length(max_piece_length)
         words, alphabet = count_words(texts, character_coverage)
         _check_vocab_size(vocab_size, alphabet)
         pieces_list = [*SPECIALS, *BYTE_PIECES, *alphabet]
         pieces = set(pieces_list)
-        merges = learn_merges(words, pieces, vocab_size, progress=progress)
+        merges = learn_merges(words, pieces, vocab_size, progress=progress, max_piece_length=max_piece_length)
         seen = set(pieces_list)
         for a, b in merges:
             if a + b not in seen:
@@ -692,9 +754,12 @@ class ByteFallbackBPE:
                     cached = self.encode_word(word)
                 else:
                     cached = self._encode_long_word(word)
-                if len(cache) >= self._CACHE_LIMIT:
-                    cache.clear()
-                cache[word] = cached
+                if len(word) <= self._CACHE_WORD:
+                    if self._cache_chars + len(word) > self._CACHE_CHARS:
+                        cache.clear()
+                        self._cache_chars = 0
+                    cache[word] = cached
+                    self._cache_chars += len(word)
             ids.extend(cached)
         return ids
 
@@ -716,17 +781,20 @@ class ByteFallbackBPE:
         removed (the one ``encode`` prepends).
 
         Args:
-            ids: token ids: ints, or integer-likes such as NumPy ints or a 1-d torch tensor.
+            ids: token ids: a sequence of ints (or NumPy ints), or a 1-d integer NumPy array
+                or torch tensor. Not a str, bytes, bool tensor or a single int.
             skip_special: drop ``<unk>``, ``<s>``, ``</s>`` and the added special tokens
                 (Hugging Face's default).
 
         Raises:
+            TypeError: ``ids`` is not a sequence of ids (None, an int, a str, bytes, a 0-d,
+                2-d, bool or float tensor), naming what it got.
             ValueError: an id that is not an integer or is outside ``[0, vocab_size)``,
                 naming the id and the vocab size.
         """
         parts: list[str] = []
         run = bytearray()
-        for i in ids:
+        for i in _id_sequence(ids):
             i = self._check_id(i)
             if skip_special and i in self._special_ids:
                 continue  # dropped before decoding, so byte runs join across it (as in HF)
@@ -773,7 +841,7 @@ class ByteFallbackBPE:
             raise TokenizerFileError(path, f"expected a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT:
             raise TokenizerFileError(path, f"expected \"format\": {FORMAT!r}, got {data.get('format')!r}")
-        if data.get("version") != FORMAT_VERSION:
+        if type(data.get("version")) is not int or data["version"] != FORMAT_VERSION:
             raise TokenizerFileError(
                 path, f"expected \"version\": {FORMAT_VERSION}, got {data.get('version')!r}"
             )
@@ -900,8 +968,9 @@ class ByteFallbackBPE:
         model = data["model"]
         if model.get("type", "BPE") != "BPE":
             raise TokenizerFileError(path, f"expected model type 'BPE', got {model.get('type')!r}")
-        if not model.get("byte_fallback"):
-            raise TokenizerFileError(path, "expected \"byte_fallback\": true in the BPE model")
+        if model.get("byte_fallback") is not True:
+            raise TokenizerFileError(
+                path, f"expected \"byte_fallback\": true in the BPE model, got {model.get('byte_fallback')!r}")
         for key in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
             if model.get(key) is not None:
                 raise TokenizerFileError(
@@ -933,7 +1002,10 @@ class ByteFallbackBPE:
                     and isinstance(tok.get("content"), str)):
                 raise TokenizerFileError(
                     path, f"added_tokens[{k}] must have an \"id\" >= 0 and a string \"content\", got {tok!r}")
-            by_id.setdefault(tok["id"], tok["content"])
+            if by_id.setdefault(tok["id"], tok["content"]) != tok["content"]:
+                raise TokenizerFileError(
+                    path, f"added_tokens[{k}] gives id {tok['id']} to {tok['content']!r}, but the "
+                    f"vocabulary gives it to {by_id[tok['id']]!r}; expected one piece per id")
             if tok.get("special") and tok["content"] not in _RESERVED:
                 specials.append(tok["content"])
         gap = next((i for i in range(len(by_id)) if i not in by_id), None)
@@ -994,6 +1066,19 @@ def _dumps(data: dict) -> str:
     return _PAIR_RE.sub(r"[\1, \2]", json.dumps(data, ensure_ascii=False, indent=1)) + "\n"
 
 
+def _id_sequence(ids: object) -> Iterable:
+    """``ids`` as an iterable of ids, or a TypeError naming what ``decode`` got instead."""
+    expected = "expected a sequence of int ids or a 1-d integer tensor/array"
+    if hasattr(ids, "dtype") and hasattr(ids, "ndim") and hasattr(ids, "tolist"):  # torch, NumPy
+        dtype = str(ids.dtype).removeprefix("torch.")
+        if not dtype.startswith(("int", "uint")) or ids.ndim != 1:
+            raise TypeError(f"decode: {expected}, got a {ids.ndim}-d tensor/array of dtype {dtype}")
+        return ids.tolist()
+    if isinstance(ids, (str, bytes, bytearray, memoryview, dict)) or not isinstance(ids, Iterable):
+        raise TypeError(f"decode: {expected}, got {type(ids).__name__} {ids!r:.40}")
+    return ids
+
+
 def _decode_bytes(run: bytearray) -> str:
     try:
         return run.decode("utf-8")
@@ -1011,10 +1096,14 @@ def _read_json(path: str | Path):
     except UnicodeDecodeError as err:
         raise TokenizerFileError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except json.JSONDecodeError as err:
         problem = f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
         raise TokenizerFileError(path, problem) from None
+    except RecursionError:
+        raise TokenizerFileError(path, "not valid JSON (nested too deeply)") from None
+    except ValueError as err:  # a duplicate key, NaN or Infinity
+        raise TokenizerFileError(path, f"not valid JSON ({err})") from None
 
 
 def _dummy_prefix_of(data: dict) -> str | None:
