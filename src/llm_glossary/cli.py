@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "them, chat with it, evaluate it and export it for Hugging Face transformers.",
         epilog="Run under torchrun for several processes or GPUs, e.g.\n"
                "  torchrun --standalone --nproc-per-node 2 -m llm_glossary sft --data my.json --out out/\n"
+               "Set LLM_GLOSSARY_DEBUG=1 to see a traceback instead of the one-line error message.\n"
                f"{KOREAN_GUIDE}",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
@@ -370,7 +371,7 @@ def _user_error_message(err: BaseException) -> str | None:
     if isinstance(err, OSError):
         where = f"{err.filename}: " if err.filename else ""
         return f"{where}{err.strerror or err}"
-    if isinstance(err, (ValueError, LookupError)) and not isinstance(err, KeyError):
+    if isinstance(err, ValueError):
         return str(err)  # the package's convention: ValueError names the value and what was expected
     return None
 
@@ -828,9 +829,13 @@ def _run_training(command: str, args, *, prepare: Callable, train_fn: Callable) 
         tokenizer, model, data, heldout, config, settings = prepare(dist_ctx, device)
         out: Path = args.out
         resumable = _prepare_out(out, settings, args.resume)
+        if args.log_jsonl is not None and args.log_jsonl.is_dir():
+            raise CommandError(f"--log-jsonl {args.log_jsonl}: is a folder, expected a file name")
         _barrier(dist_ctx)
         if dist_ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
+            if args.log_jsonl is not None:
+                args.log_jsonl.parent.mkdir(parents=True, exist_ok=True)
             if not (out / RUN_FILE).exists():
                 _write_json(out / RUN_FILE, {**settings, "processes": dist_ctx.world_size})
             _save_tokenizer(tokenizer, out)
@@ -849,8 +854,10 @@ def _run_training(command: str, args, *, prepare: Callable, train_fn: Callable) 
         except KeyboardInterrupt:
             progress.close()
             step = progress.last.step if progress.last is not None else 0
-            raise Interrupted(f"stopped after step {step}; the last checkpoint is in {out / CHECKPOINTS}; "
-                              f"continue with the same command and --resume") from None
+            latest = checkpoint.latest() if dist_ctx.is_main else None
+            where = f"the last checkpoint is {latest}" if latest else f"no checkpoint in {out / CHECKPOINTS} yet"
+            raise Interrupted(f"stopped after step {step}; {where}; continue with the same command "
+                              "and --resume") from None
         except MemoryError:
             progress.close()
             raise
