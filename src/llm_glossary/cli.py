@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate dialog files, pretrain and fine-tune the glossary's Llama-style model on "
                     "them, chat with it, evaluate it and export it for Hugging Face transformers.",
         epilog="Run under torchrun for several processes or GPUs, e.g.\n"
-               "  torchrun --standalone --nproc-per-node 2 -m llm_glossary sft --data my.json --out out/\n"
+               "  torchrun --standalone --nproc-per-node 2 -m llm_glossary sft --data my.json --base base/ --out out/\n"
                "Set LLM_GLOSSARY_DEBUG=1 to see a traceback instead of the one-line error message.\n"
                f"{KOREAN_GUIDE}",
     )
@@ -988,6 +988,10 @@ def cmd_sft(args: argparse.Namespace) -> int:
             model, tokenizer = load_model_folder(args.base)
             model.train()
         else:
+            if dist_ctx.world_size > 1:  # walkthrough.run() trains in one process; a group would join in
+                raise CommandError("--base: under torchrun give a pretrained model folder, e.g. from "
+                                   f"'{PROG} pretrain --out runs/base' (the walkthrough's model is trained "
+                                   "by a single process)")
             from llm_glossary import walkthrough
 
             run = walkthrough.run(device=device)
