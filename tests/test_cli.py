@@ -471,10 +471,32 @@ def test_chat_prompt_is_a_multi_turn_conversation(trained):
     second = train.reply(model, tokenizer, [Message("user", "When does the library open?"),
                                             Message("assistant", first.text), Message("user", "Thanks!")],
                          max_new_tokens=12)
-    code, stdout, _ = run_main("chat", trained["out"], "--prompt", "When does the library open?",
-                               "--prompt", "Thanks!", "--max-new-tokens", 12, "--device", "cpu")
+    class Writes(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.pieces = []
+
+        def write(self, text):
+            self.pieces.append(text)
+            return super().write(text)
+
+    out = Writes()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["chat", str(trained["out"]), "--prompt", "When does the library open?",
+                     "--prompt", "Thanks!", "--max-new-tokens", "12", "--device", "cpu"])
     assert code == 0
-    assert stdout == f"{first.text}\n{second.text}\n"
+    assert out.getvalue() == f"{first.text}\n{second.text}\n"
+    # streamed: the first reply arrives piece by piece, as its tokens are generated
+    n_pieces = len(first.ids) - int(first.ended)
+    streamed, length = [], 0
+    for piece in out.pieces:
+        if length >= len(first.text):
+            break
+        streamed.append(piece)
+        length += len(piece)
+    assert "".join(streamed) == first.text
+    assert n_pieces >= 2, first  # a reply of several tokens, so streaming shows
+    assert 1 < len(streamed) <= n_pieces  # one write per token (a character of several byte tokens: one)
 
 
 def test_interactive_chat_reset_and_exit(trained):
