@@ -97,7 +97,7 @@ def test_a_second_process_gives_the_bit_identical_trace():
 
 
 def test_the_loss_falls_on_a_tiny_configuration():
-    history = pretrain(tiny_model(), pattern_tokens(), small_config(steps=30, warmup_steps=3))
+    history = pretrain(tiny_model(), pattern_tokens(), small_config(steps=15, warmup_steps=2, lr=2e-2))
     # uniform guessing over 48 tokens costs ln 48 ≈ 3.87 nats; the pattern is learnable
     assert history.loss[0] > 0.8 * math.log(48)
     assert history.loss[-1] < 0.3 * history.loss[0]
@@ -542,11 +542,9 @@ def sft_config(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_finetune_loss_falls_and_is_deterministic(tok):
-    a, b = chat_model(tok), chat_model(tok)
-    ha = finetune(a, make_dialogs(), tok, sft_config(steps=20))
-    hb = finetune(b, make_dialogs(), tok, sft_config(steps=20))
-    assert ha.loss == hb.loss
+def test_finetune_loss_falls(tok):
+    # (determinism of finetune: see the bit-identical resume test below)
+    ha = finetune(chat_model(tok), make_dialogs(), tok, sft_config(steps=12, lr=2e-2))
     assert ha.kind == "finetune" and ha.n_examples == 16 and ha.n_truncated == ha.n_dropped == 0
     assert ha.loss[-1] < 0.5 * ha.loss[0]
 

@@ -16,3 +16,19 @@ def even_int(value: object, name: str) -> int:
     if value % 2:
         raise ValueError(f"{name} must be even (sin/cos or rotation pairs), got {value}")
     return value
+
+
+def finite_number(value: object, name: str, *, minimum: float = 0.0, strict: bool = True) -> float:
+    """Return ``value`` if it is a finite real number (not a bool) above ``minimum``.
+
+    ``strict`` requires ``value > minimum``; otherwise ``value >= minimum``.
+    """
+    import math
+    import numbers
+
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite number {bound}, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or not (value > minimum if strict else value >= minimum):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return value

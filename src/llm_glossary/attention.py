@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import finite_number as _finite_number
 from ._checks import positive_int as _positive_int
 from .position import apply_rope, rotate
 
@@ -102,6 +103,7 @@ def block_local_mask(T: int, block: int, *, device: torch.device | str | None = 
                 [0, 0, 0, 1, 0],
                 [0, 0, 0, 1, 1]], dtype=torch.int32)
     """
+    _positive_int(T, "T")
     _positive_int(block, "block")
     pos = torch.arange(T, device=device)
     same_block = (pos.unsqueeze(1) // block) == (pos.unsqueeze(0) // block)
@@ -120,6 +122,7 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     n_rep times *in place* (``repeat_interleave``), not the whole stack tiled
     (``repeat``), which would pair query head h with key/value head h % Hkv.
     """
+    _positive_int(n_rep, "n_rep")
     if n_rep == 1:
         return x
     return x.repeat_interleave(n_rep, dim=1)
@@ -134,12 +137,22 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, 
             raise ValueError(f"{name} must have shape (B, H, T, D) (4 dimensions), got shape {tuple(t.shape)}")
         if not torch.is_floating_point(t):
             raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if not q.dtype == k.dtype == v.dtype or not q.device == k.device == v.device:
+        raise ValueError(
+            f"q, k and v must share one dtype and device, got {q.dtype} on {q.device}, "
+            f"{k.dtype} on {k.device} and {v.dtype} on {v.device}"
+        )
     if k.shape != v.shape:
         raise ValueError(f"k and v must have the same shape (B, Hkv, S, D), got k {tuple(k.shape)} and v {tuple(v.shape)}")
     B, Hq, T, D = q.shape
     Bk, Hkv, S, Dk = k.shape
     if B != Bk or D != Dk:
         raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must agree in batch B and head size D")
+    if D == 0 or Hq == 0 or Hkv == 0:
+        raise ValueError(
+            f"need at least one head and head size D >= 1, got q {tuple(q.shape)} (B, Hq, T, D) "
+            f"and k {tuple(k.shape)} (B, Hkv, S, D)"
+        )
     if Hq % Hkv:
         raise ValueError(f"query heads Hq={Hq} must be a multiple of key/value heads Hkv={Hkv} (q {tuple(q.shape)}, k {tuple(k.shape)})")
     if S < T:
@@ -151,6 +164,13 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, 
             raise ValueError(f"window must be a positive int or None, got {window!r}")
         if not causal:
             raise ValueError(f"a sliding window (window={window}) needs causal=True")
+
+
+def _check_scale(scale: float | None, D: int) -> float:
+    """The default 1/√D, or ``scale`` if it is a finite number > 0."""
+    if scale is None:
+        return 1.0 / math.sqrt(D)
+    return float(_finite_number(scale, "attention scale"))
 
 
 def _mask(T: int, S: int, causal: bool, window: int | None, device: torch.device) -> torch.Tensor | None:
@@ -178,7 +198,7 @@ def attention_reference(
     _check_qkv(q, k, v, causal, window)
     B, Hq, T, D = q.shape
     S = k.shape[2]
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    scale = _check_scale(scale, D)
     k = repeat_kv(k, Hq // k.shape[1])  # (B, Hq, S, D): each group's shared head
     v = repeat_kv(v, Hq // v.shape[1])  # (B, Hq, S, D)
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, Hq, T, S): one score per query-key pair
@@ -231,12 +251,16 @@ def attention_fast(
     """The same result as ``attention_reference`` through torch's fused kernels.
 
     Full attention goes to ``scaled_dot_product_attention`` (GQA without copying key/value
-    heads). A sliding window narrower than the keys goes to the chunked path.
+    heads). A sliding window narrower than the keys goes to the chunked path. Inputs that
+    hold a NaN go to ``attention_reference``: the fused kernels drop a NaN query (0 instead
+    of NaN) or spread a masked NaN key, so only then do both paths agree on NaN.
     """
     _check_qkv(q, k, v, causal, window)
     B, Hq, T, D = q.shape
     S = k.shape[2]
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scale = _check_scale(scale, D)
+    if bool(torch.isnan(q).any() | torch.isnan(k).any() | torch.isnan(v).any()):
+        return attention_reference(q, k, v, causal=causal, window=window, scale=scale)
     if window is not None and window < S:
         chunk = max(window, 128) if chunk is None else _positive_int(chunk, "chunk")
         return _sliding_window_chunked(q, k, v, window, scale, chunk)
@@ -435,6 +459,8 @@ class SelfAttention(nn.Module):
             raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
         if window is not None:
             _positive_int(window, "window")
+        if rope_theta is not None:
+            _finite_number(rope_theta, "rope_theta")
         self.dim, self.n_heads, self.n_kv_heads = dim, n_heads, n_kv_heads
         self.head_dim = dim // n_heads
         self.window = window

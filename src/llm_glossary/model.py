@@ -21,6 +21,7 @@ Shapes: idx (B, T) token ids; activations (B, T, C); logits (B, T, V).
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -316,15 +317,24 @@ class Llama(nn.Module):
             (B, T + n) ids: the prompts followed by the n ≤ max_new_tokens new tokens.
         """
         _check_sampling(max_new_tokens, temperature, top_k, top_p)
-        stop = torch.tensor(sorted(set(int(t) for t in stop_tokens)), dtype=torch.long, device=idx.device)
         self._check_idx(idx, None)
+        stop = torch.tensor(self._stop_ids(stop_tokens), dtype=torch.long, device=idx.device)
         B, T = idx.shape
+        if B == 0:
+            raise ValueError(f"expected at least one prompt, got a batch of 0 (idx of shape {tuple(idx.shape)})")
         if T + max_new_tokens > self.config.max_seq_len:
             raise ValueError(
                 f"prompt of {T} tokens + max_new_tokens={max_new_tokens} exceeds max_seq_len={self.config.max_seq_len}"
             )
         was_training = self.training
         self.eval()
+        try:
+            return self._generate(idx, max_new_tokens, temperature, top_k, top_p, stop, generator, use_cache)
+        finally:
+            self.train(was_training)  # even when interrupted or failing
+
+    def _generate(self, idx, max_new_tokens, temperature, top_k, top_p, stop, generator, use_cache) -> torch.Tensor:
+        B, T = idx.shape
         caches = self.new_caches(B, T + max_new_tokens) if use_cache else None
         out = idx
         finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
@@ -342,9 +352,25 @@ class Llama(nn.Module):
                 finished |= hit
                 if bool(finished.all()):
                     break
-        self.train(was_training)
         return out
     # --8<-- [end:generate]
+
+    def _stop_ids(self, stop_tokens) -> list[int]:
+        V = self.config.vocab_size
+        if isinstance(stop_tokens, (str, bytes)) or not isinstance(stop_tokens, Iterable):
+            raise ValueError(f"stop_tokens must be a list of token ids, got {type(stop_tokens).__name__} {stop_tokens!r}")
+        ids = []
+        for t in stop_tokens:
+            try:
+                if isinstance(t, bool) or (isinstance(t, torch.Tensor) and t.dtype == torch.bool):
+                    raise TypeError
+                i = operator.index(t)  # ints, NumPy ints, 0-d integer tensors; never 45.7 or "3"
+            except TypeError:
+                i = None
+            if i is None or not 0 <= i < V:
+                raise ValueError(f"stop token {t!r} is not a token id: expected ints in 0 .. {V - 1}")
+            ids.append(i)
+        return sorted(set(ids))
 
     # ------------------------------------------------------------------ Hugging Face interop
 
@@ -504,11 +530,11 @@ def hf_tensor_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
 def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if not (isinstance(temperature, (int, float)) and temperature >= 0 and math.isfinite(temperature)):
+    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and temperature >= 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if top_k is not None:
         _positive_int(top_k, "top_k")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+    if top_p is not None and (isinstance(top_p, bool) or not (isinstance(top_p, (int, float)) and 0 < top_p <= 1)):
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
@@ -517,7 +543,10 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: fl
     """Next token per row from (B, V) logits: argmax when temperature is 0, else a sample."""
     if temperature == 0:
         return logits.argmax(dim=-1)  # greedy
-    logits = logits / temperature
+    scaled = logits / temperature
+    if bool((~torch.isfinite(scaled) & torch.isfinite(logits)).any()):  # a tiny temperature overflowed
+        scaled = (logits.double() - logits.double().amax(dim=-1, keepdim=True)) / temperature
+    logits = scaled
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1): the k-th largest
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import positive_int
+from ._checks import finite_number, positive_int
 
 __all__ = ["RMSNorm", "rms", "layer_norm", "standardize_stats"]
 
@@ -45,6 +45,7 @@ def rms(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
         tensor([5.4772])
     """
     _check_float(x)
+    finite_number(eps, "rms eps", strict=False)
     return torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)  # (..., 1)
 # --8<-- [end:rms]
 
@@ -71,8 +72,7 @@ class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
         positive_int(dim, "RMSNorm dim")
-        if not eps >= 0:
-            raise ValueError(f"RMSNorm eps must be >= 0, got {eps!r}")
+        finite_number(eps, "RMSNorm eps", strict=False)
         self.dim = dim
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))  # learnable gain g, (C,)
@@ -112,6 +112,7 @@ def layer_norm(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
         tensor([-1.3416, -0.4472,  0.4472,  1.3416])
     """
     _check_float(x)
+    finite_number(eps, "layer_norm eps", strict=False)
     mean = x.mean(dim=-1, keepdim=True)                         # (..., 1)
     var = x.var(dim=-1, keepdim=True, unbiased=False)           # population variance, (..., 1)
     return (x - mean) / torch.sqrt(var + eps)

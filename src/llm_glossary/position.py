@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ._checks import even_int as _even_dim
+from ._checks import finite_number as _finite_number
 from ._checks import positive_int as _positive_int
 
 __all__ = [
@@ -60,6 +61,7 @@ def sinusoidal_positions(
     """
     _positive_int(max_len, "max_len")
     _even_dim(dim, "dim")
+    _finite_number(base, "base")
     position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # (max_len, 1)
     inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (dim/2,)
     angle = position * inv_freq  # (max_len, dim/2)
@@ -106,6 +108,8 @@ class SinusoidalPositionalEmbedding(nn.Module):
         B, T, C = x.shape
         if C != self.dim:
             raise ValueError(f"expected embeddings of width {self.dim}, got shape {tuple(x.shape)}")
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise ValueError(f"offset must be an int >= 0 (the position of the first token), got {offset!r}")
         if offset < 0 or offset + T > self.max_len:
             raise ValueError(f"positions {offset}..{offset + T - 1} exceed max_len={self.max_len}")
         return x + self.pe[offset : offset + T].to(x.dtype)  # (B, T, C) + (T, C)
@@ -124,8 +128,7 @@ def rope_frequencies(head_dim: int, theta: float = 500000.0, *, dtype: torch.dty
         tensor([1.0000, 0.0100])
     """
     _even_dim(head_dim, "head_dim")
-    if not theta > 0:
-        raise ValueError(f"theta must be > 0, got {theta!r}")
+    _finite_number(theta, "theta")
     exponent = torch.arange(0, head_dim, 2, dtype=torch.int64).to(dtype) / head_dim
     return 1.0 / (theta**exponent)  # (D/2,), in float32 exactly as Hugging Face computes it
 
@@ -180,6 +183,8 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float = 500000.0
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"apply_rope expects x of shape (B, H, T, D), got {got}")
+    if not torch.is_floating_point(x):  # cos/sin would be cast to integers (0 and 1)
+        raise ValueError(f"apply_rope expects floating-point queries or keys, got dtype {x.dtype}")
     B, H, T, D = x.shape
     positions = _check_positions(positions)
     if positions.shape[-1] != T or (positions.dim() == 2 and positions.shape[0] not in (1, B)):

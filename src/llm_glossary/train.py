@@ -563,6 +563,8 @@ def _train(
     if on_step is not None and not callable(on_step):
         raise ValueError(f"on_step must be callable or None, got {type(on_step).__name__}")
     order = _Order(data.n, config, world_size, rank)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # under torchrun: set by the caller
     if checkpoint is not None:
         if not (hasattr(model, "save") and hasattr(model, "load_hf_state_dict")):
             raise ValueError(f"checkpointing needs a Llama (save / load_hf_state_dict), got {type(model).__name__}")
@@ -580,6 +582,8 @@ def _train(
         found = checkpoint.load_latest(kind, model, optimizer, config, data.fingerprint(), device)
         if found is not None:
             start, history = found
+    if world_size > 1 and checkpoint is not None:
+        torch.distributed.barrier()  # every process has read the checkpoints before process 0 writes one
     net = model
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -752,18 +756,18 @@ def pretrain(
 ) -> History:
     """Next-token training on a 1-D token tensor; the model is trained in place.
 
-    Args:
-        model: a ``Llama`` (any module mapping ids (B, T) to logits (B, T, V) trains).
-        tokens: the training token ids, a 1-D integer tensor (or list).
-        config: the schedule and batch sizes.
-        heldout: held-out token ids; their loss is evaluated every ``eval_every`` steps and
-            at the end (``History.heldout_loss``).
-        device: "cpu" (default), "cuda" or "mps"; the model is moved there.
-        on_step: called with a ``StepInfo`` after every step.
-        checkpoint: a ``Checkpointing`` to save (and resume) the run.
+    Arguments, one by one:
 
-    Returns:
-        The ``History`` of the run.
+    - ``model``: a ``Llama`` (any module mapping ids (B, T) to logits (B, T, V) trains).
+    - ``tokens``: the training token ids, a 1-D integer tensor (or list).
+    - ``config``: the schedule and batch sizes.
+    - ``heldout``: held-out token ids; their loss is evaluated every ``eval_every`` steps and at
+      the end (``History.heldout_loss``).
+    - ``device``: "cpu" (default), "cuda" or "mps"; the model is moved there.
+    - ``on_step``: called with a ``StepInfo`` after every step.
+    - ``checkpoint``: a ``Checkpointing`` to save (and resume) the run.
+
+    Returns the ``History`` of the run.
 
     Raises:
         ValueError: a bad config, too few tokens for one batch, ids outside the vocabulary.
@@ -891,17 +895,17 @@ def finetune(
     truncated from the left by whole exchanges or dropped (``config.long_dialogs``); the
     counts are in ``History.n_truncated`` and ``History.n_dropped``.
 
-    Args:
-        model: a ``Llama`` whose vocabulary covers the tokenizer (with chat tokens).
-        dialogs: the training dialogs (``llm_glossary.dialog.Dialog``).
-        tokenizer: the chat tokenizer (``llm_glossary.dialog.chat_tokenizer()``).
-        config: the schedule and batch sizes.
-        heldout: held-out dialogs; their loss on the same targets is evaluated every
-            ``eval_every`` steps and at the end.
-        device, on_step, checkpoint: as in ``pretrain``.
+    Arguments, one by one:
 
-    Returns:
-        The ``History`` of the run.
+    - ``model``: a ``Llama`` whose vocabulary covers the tokenizer (with chat tokens).
+    - ``dialogs``: the training dialogs (``llm_glossary.dialog.Dialog``).
+    - ``tokenizer``: the chat tokenizer (``llm_glossary.dialog.chat_tokenizer()``).
+    - ``config``: the schedule and batch sizes.
+    - ``heldout``: held-out dialogs; their loss on the same targets is evaluated every
+      ``eval_every`` steps and at the end.
+    - ``device``, ``on_step``, ``checkpoint``: as in ``pretrain``.
+
+    Returns the ``History`` of the run.
     """
     _check_config(config)
     _check_model(model, config.seq_len)
@@ -958,18 +962,18 @@ def evaluate(
     by default the assistant's content and its ``<|eot_id|>``. Accuracy counts the
     targets whose most likely next token (argmax) is the target.
 
-    Args:
-        model: the model (left on its device unless ``device`` is given).
-        dialogs: ``Dialog`` objects.
-        tokenizer: the chat tokenizer.
-        device: where to run; default the model's device.
-        batch_size: dialogs per forward pass.
-        train_on: which tokens are targets (as in ``TrainConfig.train_on``).
-        seq_len: longest forward pass; longer dialogs are truncated from the left by whole
-            exchanges (or dropped) and counted; default the model's max_seq_len.
+    Arguments, one by one:
 
-    Returns:
-        ``Evaluation(loss, perplexity, accuracy, n_tokens, n_truncated, n_dropped)``.
+    - ``model``: the model (left on its device unless ``device`` is given).
+    - ``dialogs``: ``Dialog`` objects.
+    - ``tokenizer``: the chat tokenizer.
+    - ``device``: where to run; default the model's device.
+    - ``batch_size``: dialogs per forward pass.
+    - ``train_on``: which tokens are targets (as in ``TrainConfig.train_on``).
+    - ``seq_len``: longest forward pass; longer dialogs are truncated from the left by whole
+      exchanges (or dropped) and counted; default the model's max_seq_len.
+
+    Returns ``Evaluation(loss, perplexity, accuracy, n_tokens, n_truncated, n_dropped)``.
     """
     from .dialog import collate
 
@@ -1095,18 +1099,18 @@ def reply(
     assistant header); tokens are generated one at a time with the model's KV cache until
     ``<|eot_id|>`` or ``max_new_tokens``.
 
-    Args:
-        model: a ``Llama`` (runs on its own device).
-        tokenizer: the chat tokenizer.
-        messages: a list of ``Message`` ending with a user message.
-        max_new_tokens: the most tokens to generate.
-        temperature: 0 is greedy; above 0 samples from softmax(logits / temperature).
-        generator: random generator for reproducible sampling.
-        on_token: called with each new piece of text as it is generated (for streaming);
-            a character made of several byte pieces is passed whole.
+    Arguments, one by one:
 
-    Returns:
-        ``Reply(text, ids, ended, role_leak)``.
+    - ``model``: a ``Llama`` (runs on its own device).
+    - ``tokenizer``: the chat tokenizer.
+    - ``messages``: a list of ``Message`` ending with a user message.
+    - ``max_new_tokens``: the most tokens to generate.
+    - ``temperature``: 0 is greedy; above 0 samples from softmax(logits / temperature).
+    - ``generator``: random generator for reproducible sampling.
+    - ``on_token``: called with each new piece of text as it is generated (for streaming); a
+      character made of several byte pieces is passed whole.
+
+    Returns ``Reply(text, ids, ended, role_leak)``.
 
     Raises:
         ValueError: messages not a non-empty list of Message ending with a user message,
@@ -1184,15 +1188,17 @@ class Checkpointing:
     ``<dir>/step-NNNNNNNN/`` (the step, 8 digits) written through
     ``llm_glossary.checkpoint.atomic_folder``: it appears under its final name only once
     every file in it is complete, so a run killed while saving leaves the previous
-    checkpoints as they were and no half-written one is ever read. Layout::
+    checkpoints as they were and no half-written one is ever read. Layout:
 
-        step-00000040/
-            model/config.json          the model, loadable with Llama.load(folder / "model")
-            model/model.safetensors
-            optimizer.safetensors      AdamW's tensors, named state/<param index>/<name>
-            rng.safetensors            torch's CPU (and CUDA) generator states, numpy's key
-            trainer.json               the rest: step, config, schedule, data position,
-                                       RNG scalars, optimizer hyper-parameters, History
+    ```text
+    step-00000040/
+        model/config.json        the model: Llama.load(folder / "model")
+        model/model.safetensors
+        optimizer.safetensors    AdamW's tensors, named state/<param index>/<name>
+        rng.safetensors          torch's CPU (and CUDA) generator states, numpy's key
+        trainer.json             the rest: step, config, schedule, data position,
+                                 RNG scalars, optimizer hyper-parameters, History
+    ```
 
     Nothing is pickled: safetensors and JSON only. Only process 0 writes.
 
@@ -1205,7 +1211,7 @@ class Checkpointing:
             earlier run is never overwritten by accident.
     """
 
-    def __init__(self, dir, every: int, keep_last: int = 3, resume: bool = False) -> None:
+    def __init__(self, dir: str | os.PathLike, every: int, keep_last: int = 3, resume: bool = False) -> None:
         if not isinstance(dir, (str, os.PathLike)):
             raise ValueError(f"Checkpointing dir must be a path, got {type(dir).__name__}")
         self.dir = Path(dir)
