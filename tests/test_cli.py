@@ -581,8 +581,8 @@ def test_export_loads_in_transformers_and_generates_the_same_tokens(trained, tmp
 
 def test_torchrun_two_processes_match_one(base, trained, tmp_path):
     """2 CPU processes (gloo) with the same global batch train the same weights as 1 process."""
-    out = tmp_path / "ddp"
-    args = sft_args(base, out)
+    out, log = tmp_path / "ddp", tmp_path / "ddp.jsonl"
+    args = sft_args(base, out, "--log-jsonl", log)
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "llm_glossary", *map(str, args)],
@@ -595,3 +595,7 @@ def test_torchrun_two_processes_match_one(base, trained, tmp_path):
     for name in ref:
         torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-5, msg=name)
     assert json.loads((out / "run.json").read_text(encoding="utf-8"))["processes"] == 2
+    records, reference = log_records(log), log_records(trained["log"])  # rank 0's log only: one line a step
+    assert [r["step"] for r in records] == [r["step"] for r in reference]
+    assert [r["tokens"] for r in records] == [r["tokens"] for r in reference]  # over both processes
+    assert [r["loss"] for r in records] == pytest.approx([r["loss"] for r in reference], rel=1e-4)
