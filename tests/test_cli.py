@@ -260,6 +260,10 @@ def test_wrong_files_and_folders_give_one_line_and_exit_1(base, trained, tmp_pat
         (["pretrain", "--corpus", missing, "--out", tmp_path / "p", "--config", "tiny"], f"--corpus {missing}: no such file or folder"),
         (["sft", "--data", GOOD, "--base", base, "--out", tmp_path / "o", "--config", "tiny", "--batch-size", "6",
           "--micro-batch-size", "4"], "--micro-batch-size 4 must divide"),
+        (["sft", "--data", GOOD, "--base", base, "--out", tmp_path / "o", "--config", "walkthrough", "--steps", "1"],
+         "--config walkthrough: sequences of 320 tokens are longer than the model of --base takes (max_seq_len 192)"),
+        (["sft", "--data", GOOD, "--base", base, "--out", tmp_path / "o", "--config", "tiny", "--steps", "2",
+          "--warmup-steps", "3"], "--warmup-steps 3 exceeds the 2 steps"),
     ]
     for args, expected in cases:
         code, stdout, stderr = run_main(*args)

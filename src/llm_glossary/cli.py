@@ -192,6 +192,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="sequences per forward pass and process; the rest is gradient accumulation "
                         "(default: the recipe's, reduced to fit the batch)")
     g.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate (default: the recipe's)")
+    g.add_argument("--seq-len", type=_positive_int, metavar="N",
+                   help="tokens per training sequence (default: the recipe's; at most the model's max_seq_len)")
+    g.add_argument("--warmup-steps", type=_nonnegative_int, metavar="N",
+                   help="steps of linear learning-rate warm-up (default: the recipe's, at most --steps)")
     g.add_argument("--seed", type=_nonnegative_int, metavar="N", help="random seed (default: the recipe's)")
     g.add_argument("--save-every", type=_positive_int, metavar="N",
                    help="write a checkpoint every N steps, and always at the end (default: steps / 10)")
@@ -746,10 +750,17 @@ def _train_config(base, args, world_size: int):
     """The recipe's TrainConfig with the command's options applied; the batch split checked."""
     changes: dict[str, Any] = {}
     for option, field in (("steps", "steps"), ("batch_size", "batch_size"), ("lr", "lr"),
-                          ("seed", "seed"), ("eval_every", "eval_every")):
+                          ("seed", "seed"), ("eval_every", "eval_every"), ("seq_len", "seq_len")):
         value = getattr(args, option)
         if value is not None:
             changes[field] = value
+    steps = changes.get("steps", base.steps)
+    if args.warmup_steps is not None:
+        if args.warmup_steps > steps:
+            raise CommandError(f"--warmup-steps {args.warmup_steps} exceeds the {steps} steps of the run (--steps)")
+        changes["warmup_steps"] = args.warmup_steps
+    elif base.warmup_steps > steps:
+        changes["warmup_steps"] = steps  # a short run: warm up over all of it
     batch = changes.get("batch_size", base.batch_size)
     if batch % world_size:
         raise CommandError(f"--batch-size {batch} cannot be split evenly over {world_size} processes; "
@@ -808,6 +819,8 @@ def _settings(command: str, args, config, files: dict[str, list[Path]], extra: d
         "lr": config.lr,
         "seed": config.seed,
         "eval_every": config.eval_every,
+        "warmup_steps": config.warmup_steps,
+        "seq_len": config.seq_len,
         **{f"{key}_sha256": [_sha256(p) for p in paths] for key, paths in files.items()},
         **extra,
         "micro_batch_size": config.micro_batch_size,
@@ -916,6 +929,16 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
 
 
+def _check_seq_len(config, model, args) -> None:
+    limit = model.config.max_seq_len
+    if config.seq_len > limit:
+        where = "--seq-len" if args.seq_len is not None else f"--config {args.config}"
+        base = " of --base" if getattr(args, "base", None) is not None else ""
+        raise CommandError(f"{where}: sequences of {config.seq_len} tokens are longer than the model{base} "
+                           f"takes (max_seq_len {limit}); use --seq-len {limit} or less, or the --config "
+                           "the model was pretrained with")
+
+
 def _build_model(recipe, vocab_size: int, seed: int):
     import torch
 
@@ -953,6 +976,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         tokens = _encode_texts(texts, tokenizer, files, "--corpus")
         heldout = _encode_texts(held_texts, tokenizer, held_files, "--heldout") if held_texts else None
         model = _build_model(recipe, len(tokenizer), config.seed)
+        _check_seq_len(config, model, args)
         settings = _settings("pretrain", args, config, {"corpus": files, "heldout": held_files}, {})
         return tokenizer, model, tokens, heldout, config, settings
 
@@ -999,6 +1023,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
             import copy
 
             model = copy.deepcopy(model).cpu().train()  # the memoized model stays untouched
+        _check_seq_len(config, model, args)
         base = _state_sha256(model)
         settings = _settings("sft", args, config,
                              {"data": list(args.data), "heldout": list(args.heldout or [])},
