@@ -80,9 +80,9 @@ DUMMY_PREFIXES = ("always", "if_missing")
 
 _WORD_RE = re.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")
 # Training words: a "▁" and what follows up to the next "▁" or whitespace. Other whitespace
-# (line breaks, tabs, ideographic spaces) only separates words, as the line ends do for
-# sentencepiece: no piece spans it, and it is encoded with byte pieces like "\n" in Llama 2.
+# (line breaks, tabs, ideographic spaces) separates words: no piece spans it.
 _TRAIN_WORD_RE = re.compile(rf"{SPACE}[^{SPACE}\s]*|[^{SPACE}\s]+")
+_OTHER_SPACE_RE = re.compile(r"[^\S ]")  # whitespace except " " (which normalize turns into "▁")
 MAX_PIECE_LENGTH = 16  # characters, as sentencepiece's max_sentencepiece_length default
 _MAX_SEGMENT = 64  # training cuts longer runs (text without spaces) into chunks of this size
 
@@ -161,12 +161,12 @@ def count_words(
 ) -> tuple[Counter, list[str]]:
     """Count the training words once and choose the alphabet.
 
-    Each line of each text is normalized (one "▁" in front, as sentencepiece treats each
-    line as a sentence) and split into words: a word starts at "▁" and ends before the next
-    "▁" or whitespace character. Other whitespace (a tab, an ideographic space) only
-    separates words: no piece spans it and it is not part of the alphabet. So a text joined
-    with "\\n" trains exactly like its lines, and "\\n" is encoded as the byte piece
-    ``<0x0A>``, as in Llama 2. Characters (including "▁") are counted;
+    Each text is normalized as :meth:`ByteFallbackBPE.encode` normalizes it and split into
+    words: a word starts at "▁" and ends before the next "▁" or whitespace character. Line
+    breaks and other whitespace (a tab, an ideographic space) separate words: no piece spans
+    them, so text without spaces is cut at every line. They still count as characters, so a
+    frequent "\\n" gets its own piece instead of byte pieces. Characters (including "▁") are
+    counted;
     the most frequent are kept until their share of all characters reaches
     ``character_coverage`` (sentencepiece's rule: a character is added while the share
     covered before it is below the target). "▁" is always kept. Characters outside the
@@ -200,11 +200,12 @@ def count_words(
         raise TypeError(
             f"training texts must be a str or an iterable of str, got {type(texts).__name__}")
     words: Counter = Counter()
+    spaces: Counter = Counter()
     for i, text in enumerate(texts):
         _check_text(text, f"training text {i}")
-        for line in text.splitlines():  # each line is a sentence with its own "▁" in front
-            words.update(_TRAIN_WORD_RE.findall(normalize(line)))
-    chars: Counter = Counter()
+        spaces.update(_OTHER_SPACE_RE.findall(text))
+        words.update(_TRAIN_WORD_RE.findall(normalize(text)))
+    chars: Counter = Counter(spaces)  # whitespace: in the alphabet if frequent, never merged
     for word, n in words.items():
         for ch in word:
             chars[ch] += n

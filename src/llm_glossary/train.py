@@ -918,13 +918,13 @@ def finetune(
     data = _Dialogs(examples, tokenizer.pad_id, _checksum(flat))
     held_fn = None
     if heldout is not None:
-        held_dialogs = heldout
+        # encoded (and checked) once, before training: the same targets as ``evaluate``
+        held, _, held_dropped = _fit_dialogs(heldout, tokenizer, config.seq_len + 1, config.train_on, "truncate")
+        if not held:
+            raise ValueError(f"heldout: no dialog fits seq_len={config.seq_len} (dropped {held_dropped})")
 
         def held_fn(m):
-            return evaluate(
-                m, held_dialogs, tokenizer, device=dev, batch_size=config.micro_batch_size,
-                train_on=config.train_on, seq_len=config.seq_len,
-            ).loss
+            return _evaluate_examples(m, held, tokenizer.pad_id, dev, config.micro_batch_size).loss
 
     history = History(kind="finetune", n_examples=len(examples), n_truncated=truncated, n_dropped=dropped)
     return _train(
@@ -975,8 +975,6 @@ def evaluate(
 
     Returns ``Evaluation(loss, perplexity, accuracy, n_tokens, n_truncated, n_dropped)``.
     """
-    from .dialog import collate
-
     _check_model(model)
     _positive_int(batch_size, "batch_size")
     dev = resolve_device(device) if device is not None else _model_device(model)
@@ -990,11 +988,22 @@ def evaluate(
     examples, truncated, dropped = _fit_dialogs(dialogs, tokenizer, seq_len + 1, train_on, "truncate")
     if not examples:
         raise ValueError(f"evaluate: no dialog to evaluate (got {len(dialogs)}, {dropped} too long)")
+    ev = _evaluate_examples(model, examples, tokenizer.pad_id, dev, batch_size)
+    if ev.n_tokens == 0:
+        raise ValueError(f"evaluate: the dialogs have no target tokens for train_on={train_on!r}")
+    return dataclasses.replace(ev, n_truncated=truncated, n_dropped=dropped)
+
+
+@torch.no_grad()
+def _evaluate_examples(model, examples, pad_id: int, dev: torch.device, batch_size: int) -> Evaluation:
+    """Sum the loss and count the correct argmax over the targets of encoded dialogs."""
+    from .dialog import collate
+
     was = model.training
     model.eval()
     total, correct, count = 0.0, 0, 0
     for s in range(0, len(examples), batch_size):
-        inputs, targets = shift_batch(collate(examples[s : s + batch_size], tokenizer.pad_id))
+        inputs, targets = shift_batch(collate(examples[s : s + batch_size], pad_id))
         inputs, targets = inputs.to(dev), targets.to(dev)
         with _autocast(dev):
             logits = model(inputs)  # (B, T, V)
@@ -1003,13 +1012,8 @@ def evaluate(
         correct += int(((logits.argmax(dim=-1) == targets) & is_target).sum())
         count += int(is_target.sum())
     model.train(was)
-    if count == 0:
-        raise ValueError(f"evaluate: the dialogs have no target tokens for train_on={train_on!r}")
-    loss = total / count
-    return Evaluation(
-        loss=loss, perplexity=math.exp(loss), accuracy=correct / count, n_tokens=count,
-        n_truncated=truncated, n_dropped=dropped,
-    )
+    loss = total / max(count, 1)
+    return Evaluation(loss=loss, perplexity=math.exp(loss), accuracy=correct / max(count, 1), n_tokens=count)
 
 
 # ---------------------------------------------------------------------- replies
