@@ -1057,7 +1057,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     def answer(text: str) -> None:
         messages.append(Message("user", text))
-        _fit_context(messages, tokenizer, model, args.max_new_tokens, len(system))
+        try:
+            _fit_context(messages, tokenizer, model, args.max_new_tokens, len(system))
+        except CommandError as err:
+            messages.pop()
+            if not interactive:
+                raise
+            print(f"[{err}]", file=sys.stderr)  # the session goes on
+            return
 
         def on_token(piece) -> None:
             sys.stdout.write(piece if isinstance(piece, str) else tokenizer.decode([piece]))
@@ -1141,12 +1148,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "perplexity": ev.perplexity,
         "accuracy": ev.accuracy,
         "target_tokens": ev.n_tokens,
+        "truncated": ev.n_truncated,
+        "dropped": ev.n_dropped,
     }
     metrics.update(_reply_metrics(model, tokenizer, dialogs, args.max_new_tokens, args.max_replies))
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False))
         return EXIT_OK
     print(f"{args.dir} on {len(dialogs)} dialogs ({ev.n_tokens} assistant tokens)")
+    if ev.n_truncated or ev.n_dropped:
+        print(f"  ({ev.n_truncated} dialogs longer than the model's max_seq_len shortened, {ev.n_dropped} left out)")
     print(f"  loss        {ev.loss:.4f}")
     print(f"  perplexity  {ev.perplexity:.2f}")
     print(f"  accuracy    {ev.accuracy:.1%}   (next assistant token, teacher forcing)")
@@ -1168,7 +1179,7 @@ def _reply_metrics(model, tokenizer, dialogs, max_new_tokens: int, max_replies: 
         for i, message in enumerate(dialog.messages):
             if replies >= max_replies:
                 break
-            if message.role != "assistant" or i == 0:
+            if message.role != "assistant" or i == 0 or dialog.messages[i - 1].role != "user":
                 continue
             prompt = list(dialog.messages[:i])
             if len(encode_prompt(prompt, tokenizer)) + max_new_tokens > limit:
