@@ -1016,8 +1016,11 @@ def cmd_sft(args: argparse.Namespace) -> int:
                 raise CommandError("--base: under torchrun give a pretrained model folder, e.g. from "
                                    f"'{PROG} pretrain --out runs/base' (the walkthrough's model is trained "
                                    "by a single process)")
-            from llm_glossary import walkthrough
-
+            try:
+                from llm_glossary import walkthrough
+            except ImportError:  # pragma: no cover - the package ships it
+                raise CommandError("--base: this installation has no llm_glossary.walkthrough; give a "
+                                   f"pretrained model folder (e.g. from '{PROG} pretrain')") from None
             run = walkthrough.run(device=device)
             model, tokenizer = run.pretrained, run.tokenizer
             import copy
