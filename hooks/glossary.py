@@ -133,18 +133,49 @@ def parse_term(data: object, where: str) -> Term:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_entry(path: Path) -> object:
+    if path.is_dir():
+        raise GlossaryError(f"{path}: is a folder; expected a glossary entry file <slug>.yml")
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise GlossaryError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError as exc:
+        raise GlossaryError(f"{path}: not UTF-8 text (byte {exc.start}); expected a UTF-8 YAML file") from None
+    except OSError as exc:
+        raise GlossaryError(f"{path}: cannot read the file ({exc.strerror})") from None
+
+
 def load_glossary(directory: Path) -> Glossary:
-    """Read and validate every ``*.yml`` file in ``directory``, one term per file."""
+    """Read and validate every ``*.yml`` file in ``directory``, one term per file.
+
+    A file that looks like an entry under another name (``*.yaml``, ``*.YML``) is an error,
+    not silently skipped: its term would vanish from the index and every tooltip.
+    """
     directory = Path(directory)
+    misnamed = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".yml", ".yaml") and p.suffix != ".yml")
+    if misnamed:
+        raise GlossaryError(f"{misnamed[0]}: glossary entries must be named <slug>.yml; rename it to {misnamed[0].stem}.yml")
     files = sorted(directory.glob("*.yml"))
     if not files:
         raise GlossaryError(f"no glossary entries (*.yml) found in {directory}")
     terms: list[Term] = []
     for path in files:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise GlossaryError(f"{path}: not valid YAML: {exc}") from None
+        data = _read_entry(path)
         term = parse_term(data, str(path))
         if path.stem != term.slug:
             raise GlossaryError(f"{path}: file name must be the slug: expected {term.slug}.yml")
@@ -159,16 +190,30 @@ def load_glossary(directory: Path) -> Glossary:
     return Glossary(terms)
 
 
+def _resolve(symbol: str) -> None:
+    """Import ``package.module.name`` (or a module path); raise what the import raised."""
+    module_name, _, attr = symbol.rpartition(".")
+    try:
+        getattr(importlib.import_module(module_name), attr)
+    except AttributeError:
+        importlib.import_module(symbol)  # a submodule not imported by its package
+
+
 def check_symbols(glossary: Glossary) -> None:
-    """Every listed symbol must import (module path, then attribute)."""
+    """Every listed symbol must import (module path, then attribute); one error naming the file."""
     for term in glossary.terms:
         for symbol in term.symbols:
-            module_name, _, attr = symbol.rpartition(".")
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", symbol):
+                raise GlossaryError(
+                    f"{term.source}: symbol {symbol!r} must be a dotted path module.name "
+                    "(for example llm_glossary.norm.RMSNorm)")
             try:
-                module = importlib.import_module(module_name)
-                getattr(module, attr)
-            except (ImportError, AttributeError, ValueError) as exc:
-                raise GlossaryError(f"{term.source}: symbol {symbol!r} cannot be imported ({exc})") from None
+                _resolve(symbol)
+            except (Exception, SystemExit) as exc:  # the module itself may raise anything on import
+                reason = " ".join(str(exc).split()) or "no message"
+                raise GlossaryError(
+                    f"{term.source}: symbol {symbol!r} cannot be imported ({type(exc).__name__}: {reason})"
+                ) from None
 
 
 def check_pages(glossary: Glossary, docs_dir: Path) -> None:

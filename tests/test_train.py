@@ -33,10 +33,11 @@ from llm_glossary.train import (
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def tiny_model(vocab_size: int = 48, seed: int = 0, max_seq_len: int = 64) -> Llama:
+def tiny_model(vocab_size: int = 48, seed: int = 0, max_seq_len: int = 64, tie: bool = False) -> Llama:
     torch.manual_seed(seed)
     return Llama(LlamaConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                             ffn_hidden=64, max_seq_len=max_seq_len, rope_theta=10000.0))
+                             ffn_hidden=64, max_seq_len=max_seq_len, rope_theta=10000.0,
+                             tie_embeddings=tie))
 
 
 def pattern_tokens(n: int = 6000, period: int = 37) -> torch.Tensor:
@@ -157,8 +158,9 @@ def test_accumulation_equals_one_big_batch_on_unequal_lengths():
     micro = _unequal_micro_batches()
     n = sum(int((y != IGNORE).sum()) for _, y in micro)
     model = tiny_model()
-    accumulate_gradients(model, micro, n_targets=n)
+    loss, count = accumulate_gradients(model, micro)
     accumulated = _grads(model)
+    assert count == n == 41
 
     # the reference: one forward per micro-batch but one loss, the mean over all targets
     reference_model = tiny_model()
@@ -169,6 +171,7 @@ def test_accumulation_equals_one_big_batch_on_unequal_lengths():
     )
     (total / n).backward()
     reference = _grads(reference_model)
+    assert loss == pytest.approx(float(total.detach()) / n, rel=1e-6)
     for name in reference:
         assert torch.allclose(accumulated[name], reference[name], rtol=1e-5, atol=1e-7), name
 
@@ -532,8 +535,8 @@ def make_dialogs(n: int = 16, start: int = 0) -> list[Dialog]:
     return out
 
 
-def chat_model(tok, seed: int = 0, max_seq_len: int = 64) -> Llama:
-    return tiny_model(vocab_size=tok.vocab_size, seed=seed, max_seq_len=max_seq_len)
+def chat_model(tok, seed: int = 0, max_seq_len: int = 64, tie: bool = False) -> Llama:
+    return tiny_model(vocab_size=tok.vocab_size, seed=seed, max_seq_len=max_seq_len, tie=tie)
 
 
 def sft_config(**kw) -> TrainConfig:
@@ -633,12 +636,12 @@ def test_long_dialogs_are_truncated_by_whole_exchanges_or_dropped(tok):
 
 def test_finetune_resumes_bit_identically_across_epochs(tmp_path, tok):
     cfg = sft_config(steps=9, batch_size=4, micro_batch_size=2)  # 12 dialogs: 3 steps per epoch
-    whole = chat_model(tok)
+    whole = chat_model(tok, tie=True)  # tied embeddings, as in the walkthrough's recipes
     expected = finetune(whole, make_dialogs(12), tok, cfg)
     with pytest.raises(Crash):
-        finetune(chat_model(tok), make_dialogs(12), tok, cfg, checkpoint=Checkpointing(tmp_path, every=4),
-                 on_step=crash_at(7))
-    resumed = chat_model(tok, seed=3)
+        finetune(chat_model(tok, tie=True), make_dialogs(12), tok, cfg,
+                 checkpoint=Checkpointing(tmp_path, every=4), on_step=crash_at(7))
+    resumed = chat_model(tok, seed=3, tie=True)
     got = finetune(resumed, make_dialogs(12), tok, cfg, checkpoint=Checkpointing(tmp_path, every=4, resume=True))
     assert got.loss == expected.loss
     assert all(torch.equal(v, weights(whole)[k]) for k, v in weights(resumed).items())
@@ -806,6 +809,16 @@ def _ddp_worker(rank: int, world_size: int, folder: str) -> None:
             save_safetensors(weights(model), Path(folder) / "sft.safetensors")
             save_safetensors(weights(p_model), Path(folder) / "pretrain.safetensors")
             (Path(folder) / "histories.json").write_text(json.dumps([h.to_dict(), hp.to_dict()]))
+            import shutil
+
+            shutil.rmtree(Path(folder) / "ckpt" / "step-00000003")  # as if killed before step 3's save
+        dist.barrier()
+        # resume under DDP: every process reads step 2, and step 3 comes out the same
+        again = chat_model(tok, seed=9)
+        h2 = finetune(again, make_dialogs(), tok, ddp_config(),
+                      checkpoint=Checkpointing(Path(folder) / "ckpt", every=2, resume=True))
+        same = h2.loss == h.loss and all(torch.equal(v, weights(model)[k]) for k, v in weights(again).items())
+        (Path(folder) / f"resumed-{rank}.json").write_text(json.dumps(same))
     finally:
         dist.destroy_process_group()
 
@@ -835,3 +848,38 @@ def test_two_ddp_processes_match_one_process(tmp_path, tok):
     # only process 0 wrote checkpoints, and they are complete
     assert [p.name for p in list_checkpoints(tmp_path / "ckpt")] == ["step-00000002", "step-00000003"]
     assert read_trainer_state(tmp_path / "ckpt" / "step-00000003")["world_size"] == 2
+    # and a resumed DDP run ends bit-identical to the uninterrupted DDP run, on both processes
+    assert [json.loads((tmp_path / f"resumed-{r}.json").read_text()) for r in (0, 1)] == [True, True]
+
+
+# ---------------------------------------------------------------------- data order
+
+
+def test_each_epoch_is_a_permutation_and_process_shares_make_the_global_batch():
+    from llm_glossary.train import _Order
+
+    cfg = small_config(batch_size=8, micro_batch_size=2)
+    one = _Order(50, cfg, 1, 0)  # 50 examples: 6 steps per epoch, 2 left out
+    two = [_Order(50, cfg, 2, r) for r in (0, 1)]
+    seen = []
+    for step in range(1, 7):
+        epoch, batch = one.indices(step)
+        assert epoch == 0 and len(batch) == 8
+        shares = [o.indices(step)[1] for o in two]
+        assert sorted(shares[0] + shares[1]) == sorted(batch)  # the same global batch
+        seen += batch
+    assert len(set(seen)) == 48  # no example twice in an epoch
+    assert one.indices(7)[0] == 1 and one.indices(7)[1] != one.indices(1)[1]  # a new order
+
+
+def test_pretraining_windows_are_next_token_pairs():
+    from llm_glossary.train import _Windows
+
+    tokens = pattern_tokens(400)
+    windows = _Windows(tokens, 16, seed=0)
+    offsets = {windows.offset(e) for e in range(8)}
+    assert len(offsets) > 1 and all(0 <= o < 16 for o in offsets)  # epochs start at other places
+    for epoch in range(3):
+        inputs, targets = windows.batch(list(range(windows.n)), epoch)  # every window fits
+        assert torch.equal(targets[:, :-1], inputs[:, 1:])  # the target is the next token
+        assert torch.equal(targets, (inputs + 1) % 37)  # (the pattern's rule)

@@ -60,6 +60,7 @@ __all__ = [
     "token_loss_sum",
     "shift_batch",
     "accumulate_gradients",
+    "clip_gradients",
     "list_checkpoints",
     "read_trainer_state",
 ]
@@ -77,26 +78,26 @@ class TrainConfig:
 
     Attributes:
         steps: optimizer steps.
-        batch_size: sequences per optimizer step, in total over every process.
-        micro_batch_size: sequences per forward pass; the step accumulates gradients over
+        batch_size: sequences per optimizer step, over every process.
+        micro_batch_size: sequences per forward pass; one step accumulates
             batch_size / (micro_batch_size × processes) micro-batches.
         seq_len: tokens per training sequence (the forward pass length).
         lr: peak learning rate, reached at the end of the warm-up.
-        min_lr: learning rate at the last step (the floor of the cosine decay).
-        warmup_steps: steps of linear warm-up from lr / warmup_steps to lr.
-        weight_decay: AdamW's decoupled weight decay, on weight matrices only.
+        min_lr: learning rate of the last step (the cosine's floor).
+        warmup_steps: steps of linear warm-up up to lr.
+        weight_decay: AdamW's decoupled weight decay (weight matrices).
         betas: AdamW's moment coefficients.
         eps: AdamW's epsilon.
-        grad_clip: maximum global gradient norm (0 turns clipping off).
-        seed: seeds the data order (and nothing else is random in training).
-        train_on: which tokens of a dialog are targets, passed to ``encode_dialog``:
-            "assistant" (every assistant message and its <|eot_id|>), "last" (the last
-            assistant message only) or "all" (every token).
-        eval_every: held-out loss every this many steps (0: only at the end).
-        eval_max_sequences: cap on held-out windows in pretraining (None: all).
-        long_dialogs: a dialog longer than seq_len + 1 tokens is "truncate"d from the left
-            by whole user/assistant exchanges (the system message stays) or "drop"ped;
-            either way it is counted in ``History``.
+        grad_clip: largest global gradient norm (0: no clipping).
+        seed: seeds the data order (nothing else in training is random).
+        train_on: the targets of a dialog, for ``encode_dialog``:
+            "assistant" (each assistant message and its <|eot_id|>),
+            "last" (the last assistant message) or "all" (every token).
+        eval_every: held-out loss every this many steps (0: at the end).
+        eval_max_sequences: at most this many held-out windows (pretrain).
+        long_dialogs: a dialog over seq_len + 1 tokens is "truncate"d
+            from the left by whole exchanges (a system message stays) or
+            "drop"ped; either way it is counted in ``History``.
     """
 
     steps: int = 100
@@ -197,22 +198,23 @@ def _nonnegative_int(value: object, name: str) -> int:
 def learning_rate(step: int, config: TrainConfig) -> float:
     """The learning rate of optimizer step ``step`` (1 = the first step).
 
-    Linear warm-up: lr · step / warmup_steps for step ≤ warmup_steps, so the first step
-    already moves the weights. Then cosine decay from lr to min_lr over the remaining steps:
+    Linear warm-up: lr · step / warmup_steps up to warmup_steps, so the
+    first step already moves the weights. Then a cosine from lr down to
+    min_lr, reached exactly at the last step (t = step, w = warmup_steps,
+    n = steps):
 
-        lr_t = min_lr + ½ (lr − min_lr) (1 + cos(π · (t − warmup) / (steps − warmup)))
-
-    which is lr right after the warm-up and exactly min_lr at the last step.
+        lr_t = min_lr + ½ (lr − min_lr) (1 + cos(π (t − w) / (n − w)))
 
     Examples:
         >>> c = TrainConfig(steps=110, warmup_steps=10, lr=1.0, min_lr=0.0)
-        >>> learning_rate(5, c), learning_rate(10, c), learning_rate(60, c), learning_rate(110, c)
-        (0.5, 1.0, 0.5, 0.0)
+        >>> [learning_rate(t, c) for t in (5, 10, 60, 110)]
+        [0.5, 1.0, 0.5, 0.0]
     """
-    if step <= config.warmup_steps:
-        return config.lr * step / config.warmup_steps
-    progress = (step - config.warmup_steps) / (config.steps - config.warmup_steps)  # (0, 1]
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 → 0
+    w, n = config.warmup_steps, config.steps
+    if step <= w:
+        return config.lr * step / w
+    progress = (step - w) / (n - w)  # in (0, 1]
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # from 1 to 0
     return config.min_lr + (config.lr - config.min_lr) * cosine
 # --8<-- [end:schedule]
 
@@ -364,14 +366,18 @@ def _model_device(model: nn.Module) -> torch.device:
 
 # --8<-- [start:loss]
 def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum of cross-entropy over the target positions: logits (B, T, V), targets (B, T).
+    """Summed cross-entropy of logits (B, T, V) at the targets (B, T).
 
-    A target of -100 is not a target (a pad, a prompt token); it adds nothing. The sum,
-    not the mean, lets the caller divide by the number of targets in the whole step.
+    A target of -100 is no target (a pad, a prompt token): it adds
+    nothing. The sum, not the mean, lets the caller divide by the number
+    of targets in the whole optimizer step.
     """
     V = logits.shape[-1]
     return F.cross_entropy(
-        logits.reshape(-1, V).float(), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        logits.reshape(-1, V).float(),  # (B·T, V)
+        targets.reshape(-1),  # (B·T,)
+        ignore_index=IGNORE,
+        reduction="sum",
     )
 # --8<-- [end:loss]
 
@@ -432,17 +438,18 @@ class _Dialogs:
 
 # --8<-- [start:shift]
 def shift_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) of a padded dialog ``Batch``: the next-token shift by one.
+    """(inputs, targets) of a padded dialog ``Batch``, shifted by one.
 
-    ``labels[:, t]`` is the token at t (or -100), and the logits at position t - 1 predict
-    it, so the inputs drop the last position and the targets the first. The last input
-    of a dialog is its final ``<|eot_id|>``, which predicts nothing; the ``<|eot_id|>``
-    itself stays a target, predicted from the token before it. Pads are on the right:
-    with causal attention no real token attends to them, and their targets are -100.
+    ``labels[:, t]`` is the token at t (or -100) and the logits at t - 1
+    predict it: the inputs drop the last position, the targets the first.
+    A dialog's last input is its final <|eot_id|>, which predicts nothing;
+    that <|eot_id|> stays a target, predicted from the token before it.
+    Pads are on the right: under causal attention no real token sees
+    them, and their targets are -100.
     """
     mask = batch.attention_mask
-    if bool((mask[:, 1:] & ~mask[:, :-1]).any()):  # a real token after a pad
-        raise ValueError("the batch must be padded on the right (as collate does)")
+    if bool((mask[:, 1:] & ~mask[:, :-1]).any()):  # a token after a pad
+        raise ValueError("the batch must be padded on the right (as collate)")
     return batch.input_ids[:, :-1], batch.labels[:, 1:]  # (B, T - 1) each
 # --8<-- [end:shift]
 
@@ -456,25 +463,28 @@ def _checksum(t: torch.Tensor) -> int:
 
 # --8<-- [start:sampler]
 class _Order:
-    """Which examples each optimizer step uses, as a pure function of (seed, step).
+    """Which examples an optimizer step uses: a function of (seed, step).
 
-    Every epoch is a seeded permutation of the examples (``DistributedSampler`` with
-    ``set_epoch``); step s of epoch e takes the next batch_size of them, so a step needs no
-    memory of earlier steps — resuming at step s reads the same examples. With P
-    processes, process r takes every P-th of the epoch's examples starting at r: the P
-    shares of one step together are exactly the batch one process would have taken.
+    Each epoch is a seeded permutation of the examples (DistributedSampler
+    with set_epoch); step s of epoch e takes the next batch_size of them,
+    so no step depends on the ones before: a resumed run at step s reads
+    the same examples. With P processes, process r takes every P-th
+    example from r on: the P shares of a step make up exactly the batch
+    that one process would take.
     """
 
-    def __init__(self, n: int, config: TrainConfig, world_size: int, rank: int) -> None:
+    def __init__(self, n: int, config: TrainConfig, world: int, rank: int):
         if n < config.batch_size:
             raise ValueError(
-                f"need at least batch_size={config.batch_size} training sequences, got {n}: "
-                "use a smaller batch_size or seq_len, or more data"
+                f"need at least batch_size={config.batch_size} training "
+                f"sequences, got {n}: use a smaller batch_size or seq_len, "
+                "or more data"
             )
-        self.per_rank = config.batch_size // world_size
-        self.steps_per_epoch = n // config.batch_size  # the rest of an epoch is skipped
+        self.per_rank = config.batch_size // world
+        self.steps_per_epoch = n // config.batch_size  # the rest is skipped
         self.sampler = DistributedSampler(
-            range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed, drop_last=True
+            range(n), num_replicas=world, rank=rank, shuffle=True,
+            seed=config.seed, drop_last=True,
         )
         self._epoch, self._indices = -1, []
 
@@ -504,8 +514,9 @@ def _dist():
 
 
 def _all_reduce_sum(values: list[float], device: torch.device, world_size: int) -> list[float]:
+    """Sum numbers over the processes (float64: integers up to 2**53 stay exact)."""
     if world_size == 1:
-        return values
+        return [float(v) for v in values]
     t = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
     return t.tolist()
@@ -594,41 +605,38 @@ def _train(
     tokens_total = sum(history.tokens)
     tokens_here = 0
     done = start  # last completed step
-    updating = False  # inside optimizer.step(): the weights are half-updated
+    updating = False  # between optimizer.step() and the history entry of that step
     try:
         for step in range(start + 1, config.steps + 1):
             # --8<-- [start:step]
             epoch, indices = order.indices(step)
-            micro = [
-                data.batch(indices[i : i + config.micro_batch_size], epoch)
-                for i in range(0, len(indices), config.micro_batch_size)
-            ]  # `accumulation` micro-batches of (inputs (b, T), targets (b, T))
-            # The loss is normalised by the target count of the whole step (every
-            # micro-batch, every process), known before the first backward pass.
-            local = [sum(int((t != IGNORE).sum()) for _, t in micro), data.n_inputs(indices)]
-            n_targets, n_inputs = (int(v) for v in _all_reduce_sum([float(v) for v in local], device, world_size))
+            mb = config.micro_batch_size
+            micro = [  # this process's micro-batches: (inputs, targets)
+                data.batch(indices[i : i + mb], epoch)
+                for i in range(0, len(indices), mb)
+            ]
+            assert len(micro) == accumulation
+            lr = learning_rate(step, config)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, config)
-            loss_sum = accumulate_gradients(net, micro, n_targets=n_targets, world_size=world_size, device=device)
-            grad_norm = _clip(model, config.grad_clip)
-            updating = True
+                group["lr"] = lr
+            loss, n_targets = accumulate_gradients(
+                net, micro, world_size=world_size, device=device
+            )
+            _check_finite(loss, kind, step, config)
+            grad_norm = clip_gradients(model, config.grad_clip)
+            updating = True  # weights ahead of the history until `done = step`
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            updating = False
-            done = step
             # --8<-- [end:step]
-            (total,) = _all_reduce_sum([float(loss_sum)], device, world_size)
-            loss = total / max(n_targets, 1)
-            if not math.isfinite(loss):
-                raise RuntimeError(
-                    f"{kind}: the loss is {loss} at step {step}: training diverged (try a lower lr than {config.lr})"
-                )
+            (n_inputs,) = _all_reduce_sum([data.n_inputs(indices)], device, world_size)
+            n_inputs = int(n_inputs)
             history.step.append(step)
             history.loss.append(loss)
-            history.lr.append(learning_rate(step, config))
+            history.lr.append(lr)
             history.grad_norm.append(grad_norm)
             history.tokens.append(n_inputs)
             history.targets.append(n_targets)
+            done, updating = step, False
             held = None
             if heldout_loss is not None and (
                 step == config.steps or (config.eval_every and step % config.eval_every == 0)
@@ -648,7 +656,7 @@ def _train(
                         step=step,
                         steps=config.steps,
                         loss=loss,
-                        lr=learning_rate(step, config),
+                        lr=lr,
                         tokens=tokens_total,
                         tokens_per_s=tokens_here / now if now > 0 else 0.0,
                         elapsed_s=history.elapsed_s,
@@ -658,9 +666,9 @@ def _train(
                     )
                 )
     except KeyboardInterrupt:
-        # Keep the last completed step (unless the optimizer was interrupted half-way:
-        # then the weights are neither the old nor the new ones, and the previous
-        # checkpoint stands).
+        # Keep the last completed step, unless the interrupt fell between optimizer.step()
+        # and the step's history entry: weights, optimizer and history would not belong to
+        # one step, so the previous checkpoint stands.
         if checkpoint is not None and not updating and done > start and done not in checkpoint.saved:
             checkpoint.save(kind, done, model, optimizer, config, order, data.fingerprint(), history, device)
         raise
@@ -673,36 +681,54 @@ def accumulate_gradients(
     net: nn.Module,
     micro: Sequence[tuple[torch.Tensor, torch.Tensor]],
     *,
-    n_targets: int,
     world_size: int = 1,
     device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Backward passes of one optimizer step; returns this process's summed loss.
+) -> tuple[float, int]:
+    """The backward passes of one optimizer step.
 
-    Each micro-batch adds the gradient of (its summed cross-entropy) / n_targets, where
-    n_targets counts the targets of the *whole* step (all micro-batches, all processes).
-    The accumulated gradient is then exactly that of the step's mean loss per target
-    token — the same as one big batch, however the tokens fall into micro-batches.
+    ``micro`` holds this process's micro-batches (inputs, targets). Each
+    adds the gradient of its summed loss / n_targets, where n_targets
+    counts the targets of the whole step: every micro-batch of every
+    process, summed before the first backward pass. The gradient is then
+    that of the step's mean loss per target token, exactly as for one big
+    batch, however the tokens fall into micro-batches and processes.
+
+    Returns:
+        (mean loss per target token of the step, n_targets).
     """
     device = torch.device("cpu") if device is None else torch.device(device)
     ddp = hasattr(net, "no_sync")  # a DistributedDataParallel wrapper
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    local = sum(int((targets != IGNORE).sum()) for _, targets in micro)
+    n_targets = int(_all_reduce_sum([local], device, world_size)[0])
+    loss_sum = 0.0
     for i, (inputs, targets) in enumerate(micro):
         inputs, targets = inputs.to(device), targets.to(device)
-        last = i == len(micro) - 1  # DDP all-reduces the gradients in the last backward only
-        with net.no_sync() if ddp and not last else contextlib.nullcontext():
+        last = i == len(micro) - 1
+        # DDP all-reduces the gradients in the last backward pass only
+        sync = contextlib.nullcontext() if last or not ddp else net.no_sync()
+        with sync:
             with _autocast(device):
                 logits = net(inputs)  # (b, T, V)
             s = token_loss_sum(logits, targets)
-            # DDP averages the gradients over processes; × world_size turns that average
-            # back into a sum, so every process ends with ∇(sum of all losses) / n_targets.
+            # DDP averages the gradients of the processes; × world_size
+            # makes that a sum: ∇(all losses of the step) / n_targets
             (s * (world_size / max(n_targets, 1))).backward()
-        loss_sum += s.detach().double()
-    return loss_sum
+        loss_sum += float(s.detach())
+    total = _all_reduce_sum([loss_sum], device, world_size)[0]
+    return total / max(n_targets, 1), n_targets
 # --8<-- [end:accumulate]
 
 
-def _clip(model: nn.Module, max_norm: float) -> float:
+def _check_finite(loss: float, kind: str, step: int, config: TrainConfig) -> None:
+    if not math.isfinite(loss):
+        raise RuntimeError(
+            f"{kind}: the loss is {loss} at step {step}: training diverged "
+            f"(try a lower lr than {config.lr})"
+        )
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> float:
+    """Clip the global gradient norm to ``max_norm`` (0: no clipping); returns the norm before."""
     params = [p for p in model.parameters() if p.grad is not None]
     if not params:
         return 0.0
@@ -1146,8 +1172,9 @@ def reply(
     ended = False
     try:
         for _ in range(max_new_tokens):
-            with _autocast(dev):
-                logits = model(step_input, caches=caches, last_only=True)
+            # full precision (no autocast): one token at a time is cheap, and the
+            # KV cache keeps the model's dtype
+            logits = model(step_input, caches=caches, last_only=True)  # (1, 1, V)
             next_id = int(_pick(logits[:, -1, :].float(), temperature, None, None, generator)[0])
             ids.append(next_id)
             if next_id == eot:
