@@ -212,6 +212,18 @@ def test_validate_valid_file_prints_a_summary(tmp_path):
     assert stdout.startswith(f"{GOOD}: ok: {len(raw)} dialogs, {turns} turns, {tokens} tokens (")
 
 
+def test_validate_counts_tokens_with_a_model_folders_tokenizer(trained, tmp_path):
+    from llm_glossary.dialog import encode_dialog, load_dialogs
+
+    tokenizer = cli._load_tokenizer(trained["out"])
+    tokens = sum(len(encode_dialog(d, tokenizer)[0]) for d in load_dialogs(GOOD))
+    code, stdout, _ = run_main("validate", GOOD, "--tokenizer", trained["out"])
+    assert code == 0
+    assert f" {tokens} tokens (" in stdout
+    code, _, stderr = run_main("validate", GOOD, "--tokenizer", tmp_path / "none")
+    assert code == cli.EXIT_INPUT and "--tokenizer" in one_error_line(stderr)
+
+
 def test_validate_reports_every_file(tmp_path):
     code, stdout, _ = run_main("validate", GOOD, BROKEN, tmp_path / "missing.json")
     assert code == cli.EXIT_INPUT
