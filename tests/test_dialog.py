@@ -579,3 +579,17 @@ def test_pathological_json_gives_a_dialog_format_error(tmp_path):
     for text in ["[" * 100_000, '{"dialogs": [' + "1" * 5000 + "]}", '{"dialogs": [NaN]}',
                  '{"dialogs": [{"id": Infinity, "conversation": []}]}', "\x00", "{\"dialogs\": [\"\\ud800\"]}"]:
         _never_another_exception(write(tmp_path, text))
+
+
+@SETTINGS
+@given(conversations(), st.booleans())
+def test_render_template_matches_transformers_renderer_and_spans(msgs, gen):
+    chat_utils = pytest.importorskip("transformers.utils.chat_template_utils")
+    text, spans = D.render_template(msgs, add_generation_prompt=gen)
+    assert text == render(msgs, add_generation_prompt=gen)
+    as_dicts = [{"role": m.role, "content": m.content} for m in msgs]
+    theirs, their_spans = chat_utils.render_jinja_template(
+        conversations=[as_dicts], chat_template=D.CHAT_TEMPLATE, return_assistant_tokens_mask=True,
+        add_generation_prompt=gen)
+    assert theirs == [text] and their_spans == [spans]
+    assert [text[a:b] for a, b in spans] == [m.content + EOT for m in msgs if m.role == "assistant"]

@@ -68,6 +68,7 @@ __all__ = [
     "schema_path",
     "chat_tokenizer",
     "render",
+    "render_template",
     "encode_dialog",
     "encode_prompt",
     "collate",
@@ -220,6 +221,57 @@ CHAT_TEMPLATE = (
     "{{- '" + START_HEADER + "assistant" + END_HEADER + "\\n\\n' }}"
     "{%- endif %}"
 )
+
+
+def render_template(
+    messages: Dialog | Iterable, *, add_generation_prompt: bool = False, template: str = CHAT_TEMPLATE
+) -> tuple[str, list[tuple[int, int]]]:
+    """Render a Jinja chat template the way transformers does, with its generation spans.
+
+    Uses Jinja2's sandboxed environment with ``trim_blocks`` and ``lstrip_blocks`` (the
+    settings of transformers' ``apply_chat_template``) and a ``{% generation %}`` tag that
+    records the characters it wraps, which is what transformers turns into the assistant
+    mask. Jinja2 is a dependency of MkDocs, so pages can run this; the tests compare it
+    with transformers' own renderer.
+
+    Returns:
+        ``(text, spans)``: the rendered string and the ``(start, end)`` character spans of
+        the ``{% generation %}`` blocks.
+
+    Examples:
+        >>> text, spans = render_template([Message("user", "Hi"), Message("assistant", "Yo")])
+        >>> text == render([Message("user", "Hi"), Message("assistant", "Yo")])
+        True
+        >>> [text[a:b] for a, b in spans]
+        ['Yo<|eot_id|>']
+    """
+    import jinja2
+    from jinja2.ext import Extension
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    blocks: list[str] = []
+    spans: list[tuple[int, int]] = []
+
+    class Generation(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_mark"), [], [], body).set_lineno(lineno)
+
+        def _mark(self, caller):
+            text = caller()
+            start = len("".join(blocks))  # everything rendered before this block
+            spans.append((start, start + len(text)))
+            return text
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation])
+    as_dicts = [{"role": m.role, "content": m.content} for m in _as_messages(messages)]
+    for block in env.from_string(template).generate(
+            messages=as_dicts, add_generation_prompt=add_generation_prompt):
+        blocks.append(block)
+    return "".join(blocks), spans
 
 
 def _as_messages(messages: Dialog | Iterable) -> tuple[Message, ...]:

@@ -41,7 +41,8 @@ def rms(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
         Tensor of shape (..., 1).
 
     Example:
-        >>> rms(torch.tensor([2.0, 4.0, 6.0, 8.0]))  # sqrt((4 + 16 + 36 + 64) / 4) = sqrt(30)
+        >>> # sqrt((4 + 16 + 36 + 64) / 4) = sqrt(30)
+        >>> rms(torch.tensor([2.0, 4.0, 6.0, 8.0]))
         tensor([5.4772])
     """
     _check_float(x)
@@ -56,8 +57,9 @@ class RMSNorm(nn.Module):
 
     y = x / sqrt(mean(x^2) + eps) * weight
 
-    The statistic is computed in float32 and the result cast back to the input dtype,
-    as the Llama reference code does, so bfloat16 activations keep their precision here.
+    The statistic is computed in float32 and the result cast back to the input
+    dtype, as the Llama reference code does, so bfloat16 activations keep their
+    precision here.
 
     Args:
         dim: size C of the last dimension (the features of one token vector).
@@ -84,9 +86,12 @@ class RMSNorm(nn.Module):
                 f"RMSNorm expected the last dimension of x to be {self.dim}, "
                 f"got {x.shape[-1]} (x has shape {tuple(x.shape)})"
             )
-        x32 = x.float()                                                      # (..., C) in float32
-        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # 1 / RMS(x), (..., 1)
-        return (x32 * inv_rms).type_as(x) * self.weight                      # x / RMS(x) * g
+        # (..., C) in float32
+        x32 = x.float()
+        # 1 / RMS(x), (..., 1)
+        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        # x / RMS(x) * g
+        return (x32 * inv_rms).type_as(x) * self.weight
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"
@@ -95,10 +100,12 @@ class RMSNorm(nn.Module):
 
 # --8<-- [start:layer_norm]
 def layer_norm(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """LayerNorm without its affine part: subtract the mean, divide by the standard deviation.
+    """LayerNorm without its affine part: subtract the mean, divide by the
+    standard deviation.
 
-    y = (x - mean(x)) / sqrt(var(x) + eps), with the population variance (divide by C),
-    as torch.nn.LayerNorm does. This is standardization, which RMSNorm does *not* do.
+    y = (x - mean(x)) / sqrt(var(x) + eps), with the population variance (divide
+    by C), as torch.nn.LayerNorm does. This is standardization, which RMSNorm
+    does *not* do.
 
     Args:
         x: tensor of shape (..., C).
@@ -113,8 +120,9 @@ def layer_norm(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """
     _check_float(x)
     finite_number(eps, "layer_norm eps", strict=False)
-    mean = x.mean(dim=-1, keepdim=True)                         # (..., 1)
-    var = x.var(dim=-1, keepdim=True, unbiased=False)           # population variance, (..., 1)
+    mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+    # population variance, (..., 1)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
     return (x - mean) / torch.sqrt(var + eps)
 # --8<-- [end:layer_norm]
 

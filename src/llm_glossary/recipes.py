@@ -12,25 +12,9 @@ a larger model for the same kind of run on one GPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-try:
-    from llm_glossary.train import TrainConfig
-except ImportError:  # until branch `train` is merged: the contract's fields, nothing more
-    @dataclass(frozen=True)
-    class TrainConfig:  # type: ignore[no-redef]
-        steps: int = 100
-        batch_size: int = 16
-        micro_batch_size: int = 16
-        seq_len: int = 128
-        lr: float = 3e-3
-        min_lr: float = 3e-4
-        warmup_steps: int = 10
-        weight_decay: float = 0.1
-        grad_clip: float = 1.0
-        seed: int = 0
-        train_on: str = "assistant"
-        eval_every: int = 50
+from llm_glossary.train import TrainConfig
 
 __all__ = ["Recipe", "RECIPES", "recipe"]
 
@@ -55,13 +39,11 @@ class Recipe:
 
     def to_dict(self) -> dict:
         """Plain JSON-able values (for cache keys and for printing)."""
-        from dataclasses import asdict
-
         return {
             "name": self.name,
             "model": dict(self.model),
-            "pretrain": asdict(self.pretrain),
-            "finetune": asdict(self.finetune),
+            "pretrain": self.pretrain.to_dict(),
+            "finetune": self.finetune.to_dict(),
             "tokenizer_vocab": self.tokenizer_vocab,
         }
 

@@ -103,7 +103,8 @@ def _check_text(text: str, what: str = "text") -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         raise ValueError(
-            f"{what} has a lone surrogate {text[err.start]!r} at index {err.start}; "
+            f"{what} has a lone surrogate {text[err.start]!r} at index "
+            f"{err.start}; "
             "expected valid Unicode (surrogates cannot be encoded as UTF-8)"
         ) from None
 
@@ -287,8 +288,8 @@ def naive_train(
 ) -> list[tuple[str, str]]:
     """The textbook BPE trainer: recount every pair after every merge.
 
-    Slow (each step reads every word) but easy to check; ``ByteFallbackBPE.train`` must
-    choose exactly the same merges.
+    Slow (each step reads every word) but easy to check;
+    ``ByteFallbackBPE.train`` must choose exactly the same merges.
 
     Example:
         >>> # 3 specials + 256 bytes + 8 characters (▁ l o w e r s t) + 3 merges
@@ -299,7 +300,8 @@ def naive_train(
     words, alphabet = count_words(texts, character_coverage)
     _check_vocab_size(vocab_size, alphabet)
     pieces = set(SPECIALS) | set(BYTE_PIECES) | set(alphabet)
-    splits = {word: list(word) for word in words}  # each word as a list of pieces
+    # each word as a list of pieces
+    splits = {word: list(word) for word in words}
     merges: list[tuple[str, str]] = []
     while len(pieces) < vocab_size:
         pairs: Counter = Counter()
@@ -307,12 +309,16 @@ def naive_train(
             symbols = splits[word]
             for pair in zip(symbols, symbols[1:]):
                 pairs[pair] += n
-        candidates = [  # never a special or byte piece, never longer than max_piece_length
-            p for p in pairs if p[0] + p[1] not in _RESERVED and len(p[0]) + len(p[1]) <= max_piece_length
+        # never a special or byte piece, never longer than max_piece_length
+        candidates = [
+            p for p in pairs
+            if p[0] + p[1] not in _RESERVED
+            and len(p[0]) + len(p[1]) <= max_piece_length
         ]
         if not candidates:
             break
-        # highest count first; equal counts: the smallest (left, right) in string order
+        # highest count first; equal counts: the smallest (left, right) in
+        # string order
         best = min(candidates, key=lambda p: (-pairs[p], p))
         merges.append(best)
         pieces.add(best[0] + best[1])
@@ -331,19 +337,22 @@ def learn_merges(
     progress: bool = False,
     max_piece_length: int = MAX_PIECE_LENGTH,
 ) -> list[tuple[str, str]]:
-    """Incremental BPE: count pairs once, then update only the words a merge touches.
+    """Incremental BPE: count pairs once, then update only the words a merge
+    touches.
 
-    Keeps ``pair -> count`` and ``pair -> {word index}``; a heap of ``(-count, left, right)``
-    gives the best pair (stale heap entries are skipped when popped). After a merge only the
-    words that contained the pair are re-read, and only pairs whose count changed are pushed
-    again. Same merges, same tie-break as :func:`naive_train`.
+    Keeps ``pair -> count`` and ``pair -> {word index}``; a heap of ``(-count,
+    left, right)`` gives the best pair (stale heap entries are skipped when
+    popped). After a merge only the words that contained the pair are re-read,
+    and only pairs whose count changed are pushed again. Same merges, same
+    tie-break as :func:`naive_train`.
 
     Args:
         words: segment -> count, as returned by :func:`count_words`.
         pieces: the pieces so far (specials, bytes, alphabet); updated in place.
         vocab_size: stop when ``len(pieces)`` reaches it (or no pair is left).
         progress: print a line to stderr every 500 merges.
-        max_piece_length: no merge makes a piece longer than this (in characters).
+        max_piece_length: no merge makes a piece longer than this
+            (in characters).
     """
     symbols = [list(w) for w in words]
     counts = list(words.values())
@@ -358,8 +367,10 @@ def learn_merges(
     merges: list[tuple[str, str]] = []
     while len(pieces) < vocab_size and heap:
         neg, a, b = heapq.heappop(heap)
-        if pair_count.get((a, b), 0) != -neg or a + b in _RESERVED or len(a) + len(b) > max_piece_length:
-            continue  # stale entry (the count changed since it was pushed) or forbidden
+        stale = pair_count.get((a, b), 0) != -neg
+        if stale or a + b in _RESERVED or len(a) + len(b) > max_piece_length:
+            # stale entry (the count changed since it was pushed) or forbidden
+            continue
         merged = a + b
         merges.append((a, b))
         pieces.add(merged)
@@ -367,7 +378,9 @@ def learn_merges(
         for i in where.pop((a, b)):
             old, n = symbols[i], counts[i]
             new = _merge_symbols(old, a, b)
-            old_pairs, new_pairs = list(zip(old, old[1:])), list(zip(new, new[1:]))
+            old_pairs, new_pairs = list(zip(old, old[1:])), list(
+                zip(new, new[1:])
+            )
             for pair in old_pairs:
                 delta[pair] = delta.get(pair, 0) - n
             for pair in new_pairs:
@@ -390,7 +403,9 @@ def learn_merges(
                 pair_count.pop(pair, None)
                 where.pop(pair, None)
         if progress and len(merges) % 500 == 0:
-            print(f"{len(merges)} merges, {len(pieces)} pieces", file=sys.stderr)
+            print(
+                f"{len(merges)} merges, {len(pieces)} pieces", file=sys.stderr
+            )
     return merges
 # --8<-- [end:learn_merges]
 
@@ -451,7 +466,8 @@ class ByteFallbackBPE:
         missing = [p for p in (*SPECIALS, *BYTE_PIECES) if p not in self._ids]
         if missing:
             raise ValueError(
-                f"pieces must contain the specials and all 256 byte pieces; missing {missing[:5]}"
+                f"pieces must contain the specials and all 256 byte pieces; "
+                f"missing {missing[:5]}"
             )
         self._merges = tuple((str(a), str(b)) for a, b in merges)
         self._ranks: dict[tuple[str, str], tuple[int, str]] = {}
@@ -623,7 +639,8 @@ class ByteFallbackBPE:
                 i = operator.index(i)
             except TypeError:
                 raise ValueError(
-                    f"id {i!r} is not an integer: expected an int in [0, {n}) (vocab_size {n})"
+                    f"id {i!r} is not an integer: expected an int in [0, {n}) "
+                    f"(vocab_size {n})"
                 ) from None
         if not 0 <= i < n:
             raise ValueError(f"id {i!r} is out of range: expected an int in [0, {n}) (vocab_size {n})")
@@ -634,8 +651,9 @@ class ByteFallbackBPE:
     def encode_word(self, word: str) -> list[int]:
         """Encode one word (it starts at "▁" and holds no other "▁").
 
-        Characters that are not pieces become byte pieces; then the lowest-rank merge among
-        adjacent pairs is applied, the leftmost one on a tie, until no pair has a merge.
+        Characters that are not pieces become byte pieces; then the lowest-rank
+        merge among adjacent pairs is applied, the leftmost one on a tie, until
+        no pair has a merge.
         """
         symbols: list[str] = []
         for ch in word:
@@ -654,6 +672,7 @@ class ByteFallbackBPE:
                 break
             symbols[best_i : best_i + 2] = [best[1]]
         return [self._ids[s] for s in symbols]
+
     # --8<-- [end:encode_word]
 
     def _encode_long_word(self, word: str) -> list[int]:
@@ -982,8 +1001,10 @@ class ByteFallbackBPE:
         if dummy_prefix is None:
             raise TokenizerFileError(
                 path,
-                "expected Llama-style whitespace handling: normalizer Prepend('▁') + Replace(' ', '▁') "
-                "and no pre-tokenizer, or a Metaspace pre-tokenizer with split=false")
+                "expected Llama-style whitespace handling: normalizer "
+                "Prepend('▁') + Replace(' ', '▁') "
+                "and no pre-tokenizer, or a Metaspace pre-tokenizer with "
+                "split=false")
         vocab = model.get("vocab")
         if not isinstance(vocab, dict):
             raise TokenizerFileError(path, "\"model.vocab\" must be an object piece -> id")
@@ -1031,18 +1052,22 @@ class ByteFallbackBPE:
 
 
 # --8<-- [start:corpus_tokenizer]
-_CORPUS_TOKENIZERS: dict[int, ByteFallbackBPE] = {}  # vocab_size -> tokenizer, per process
+# vocab_size -> tokenizer, per process
+_CORPUS_TOKENIZERS: dict[int, ByteFallbackBPE] = {}
 
 
 def corpus_tokenizer(vocab_size: int = 4000) -> ByteFallbackBPE:
-    """The tokenizer the pages share: trained once per process on the shipped corpus.
+    """The tokenizer the pages share: trained once per process on the shipped
+    corpus.
 
-    Trains on ``load_corpus("train")`` (Korean and English) and keeps the result, so the
-    Korean and English pages of one build reuse a single training run. Treat the returned
-    tokenizer as read-only: every caller gets the same object.
+    Trains on ``load_corpus("train")`` (Korean and English) and keeps the
+    result, so the Korean and English pages of one build reuse a single training
+    run. Treat the returned tokenizer as read-only: every caller gets the same
+    object.
 
     Args:
-        vocab_size: pieces in the vocabulary, counted as in :meth:`ByteFallbackBPE.train`.
+        vocab_size: pieces in the vocabulary, counted as in
+            :meth:`ByteFallbackBPE.train`.
 
     Raises:
         ValueError: ``vocab_size`` too small (the message states the minimum).
@@ -1054,7 +1079,9 @@ def corpus_tokenizer(vocab_size: int = 4000) -> ByteFallbackBPE:
     if vocab_size not in _CORPUS_TOKENIZERS:
         from llm_glossary.corpus import load_corpus
 
-        _CORPUS_TOKENIZERS[vocab_size] = ByteFallbackBPE.train(load_corpus("train"), vocab_size)
+        _CORPUS_TOKENIZERS[vocab_size] = ByteFallbackBPE.train(
+            load_corpus("train"), vocab_size
+        )
     return _CORPUS_TOKENIZERS[vocab_size]
 # --8<-- [end:corpus_tokenizer]
 

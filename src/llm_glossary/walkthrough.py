@@ -1,0 +1,340 @@
+"""The dialog fine-tune walkthrough, end to end: the one function the pages call.
+
+``run()`` tokenizes the shipped corpus, pretrains the tiny Llama on it, fine-tunes it on the
+shipped dialogs, evaluates both models on the held-out dialogs and replies greedily to
+held-out prompts. It is thin: every step is a function of ``llm_glossary.train``,
+``llm_glossary.dialog`` and ``llm_glossary.dialog_data`` that a reader can open.
+
+The result is memoized in the process (the Korean and English pages share one run) and
+cached on disk, so ``mkdocs serve`` rebuilds in seconds after a prose edit:
+
+- folder: ``$LLM_GLOSSARY_CACHE_DIR`` (default ``~/.cache/llm-glossary``), one subfolder
+  ``walkthrough-<key>`` per run, where the key hashes everything that can change the result
+  (the source of the modules involved, the corpus and dialog files, the glossary, the
+  recipe, the torch version and the device);
+- ``LLM_GLOSSARY_NO_CACHE=1`` turns the disk cache off (the run trains every time).
+
+Models are stored as safetensors (``Llama.save``), everything else as JSON; nothing is
+pickled.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from llm_glossary.dialog import Dialog, Message, chat_tokenizer, encode_dialog, encode_prompt
+from llm_glossary.dialog_data import glossary_entries, shipped_dialogs
+from llm_glossary.model import Llama, LlamaConfig
+from llm_glossary.recipes import Recipe, recipe as get_recipe
+from llm_glossary.train import History, evaluate, finetune, heldout_token_loss, pretrain, resolve_device
+
+__all__ = ["Walkthrough", "Sample", "run", "cache_dir", "cache_key", "eval_prompts", "greedy_replies"]
+
+MAX_NEW_TOKENS = 96
+_MODULES = ("model", "attention", "position", "norm", "tokenizer", "corpus", "dialog", "dialog_data",
+            "train", "recipes", "walkthrough", "checkpoint", "_checks")
+
+
+@dataclass
+class Sample:
+    """One held-out prompt and the greedy reply to it."""
+
+    kind: str  # "everyday", "question" (a glossary question) or "follow-up"
+    lang: str
+    messages: list[tuple[str, str]]  # (role, content), ending with the user's turn
+    expected: str | None  # the reference answer (the definition or the fixed follow-up answer)
+    text: str = ""
+    ended: bool = False
+    role_leak: bool = False
+    n_tokens: int = 0
+
+    @property
+    def correct(self) -> bool:
+        return self.expected is not None and self.ended and " ".join(self.text.split()) == " ".join(self.expected.split())
+
+
+@dataclass
+class Walkthrough:
+    """What ``run`` returns: the tokenizer, both models, the loss curves and the metrics."""
+
+    tokenizer: object
+    pretrained: Llama
+    model: Llama
+    history: dict[str, History]
+    metrics: dict
+    samples: list[Sample] = field(default_factory=list)
+    before: list[Sample] = field(default_factory=list)
+    recipe: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    cached: bool = False
+
+
+# ------------------------------------------------------------------ prompts and greedy replies
+
+
+def eval_prompts(split: str = "heldout", *, everyday_per_lang: int = 16) -> list[Sample]:
+    """The fixed held-out prompts the walkthrough replies to.
+
+    Every glossary question (the first turn of each held-out glossary dialog), every
+    follow-up (the first exchange, then the follow-up) and the first user turn of
+    ``everyday_per_lang`` everyday dialogs per language, taken at even intervals (a fixed
+    deterministic sample: greedy decoding of every held-out prompt would cost more than
+    training).
+    """
+    out: list[Sample] = []
+    for lang in ("ko", "en"):
+        every = shipped_dialogs(split, kind="everyday", lang=lang)
+        step = max(1, len(every) // everyday_per_lang)
+        for d in every[::step][:everyday_per_lang]:
+            first = d.messages[0] if d.messages[0].role == "user" else d.messages[1]
+            prefix = list(d.messages[: d.messages.index(first) + 1])
+            out.append(Sample("everyday", lang, [(m.role, m.content) for m in prefix], None))
+        for d in shipped_dialogs(split, kind="glossary", lang=lang):
+            m = d.messages
+            out.append(Sample("question", lang, [(m[0].role, m[0].content)], m[1].content))
+            if len(m) >= 4:
+                out.append(Sample("follow-up", lang, [(x.role, x.content) for x in m[:3]], m[3].content))
+    return out
+
+
+@torch.no_grad()
+def greedy_replies(model: Llama, tokenizer, samples: list[Sample], *, max_new_tokens: int = MAX_NEW_TOKENS) -> list[Sample]:
+    """Greedy replies to every sample, filled in place (and returned).
+
+    Prompts of equal token length are decoded together in one batch (no padding is needed,
+    so each row is exactly its own greedy decode). A reply ends at the first <|eot_id|>;
+    it leaks a role when it produces any other special token before that (as ``train.reply``).
+    """
+    eot = tokenizer.eot_id
+    specials = {tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id}
+    specials.update(tokenizer.piece_to_id(t) for t in tokenizer.special_tokens)
+    groups: dict[int, list[tuple[Sample, list[int]]]] = {}
+    for s in samples:
+        ids = encode_prompt([Message(r, c) for r, c in s.messages], tokenizer)
+        groups.setdefault(len(ids), []).append((s, ids))
+    device = model.lm_head.weight.device
+    for length in sorted(groups):
+        rows = groups[length]
+        n = min(max_new_tokens, model.config.max_seq_len - length)
+        idx = torch.tensor([ids for _, ids in rows], dtype=torch.long, device=device)
+        out = model.generate(idx, n, stop_tokens=[eot])[:, length:].tolist()
+        for (s, _), new in zip(rows, out):
+            if eot in new:
+                new = new[: new.index(eot) + 1]
+            s.ended = bool(new) and new[-1] == eot
+            s.role_leak = any(i in specials and i != eot for i in new)
+            s.n_tokens = len(new)
+            s.text = tokenizer.decode([i for i in new if i != eot])
+    return samples
+
+
+def reply_metrics(samples: list[Sample]) -> dict:
+    """End-of-turn rate, role leaks and exact-answer rates of a list of replied samples."""
+
+    def rate(kind):
+        group = [s for s in samples if s.kind == kind]
+        return (sum(s.correct for s in group) / len(group)) if group else float("nan"), len(group)
+
+    q, n_q = rate("question")
+    f, n_f = rate("follow-up")
+    return {
+        "n_replies": len(samples),
+        "end_rate": sum(s.ended for s in samples) / len(samples),
+        "role_leaks": sum(s.role_leak for s in samples),
+        "question_exact": q, "n_questions": n_q,
+        "follow_up_exact": f, "n_follow_ups": n_f,
+    }
+
+
+# ------------------------------------------------------------------ cache
+
+
+def cache_dir() -> Path:
+    """``$LLM_GLOSSARY_CACHE_DIR``, default ``~/.cache/llm-glossary``."""
+    return Path(os.environ.get("LLM_GLOSSARY_CACHE_DIR") or Path.home() / ".cache" / "llm-glossary")
+
+
+def _data_files() -> list[Path]:
+    data = Path(str(resources.files("llm_glossary") / "data"))
+    return sorted(p for p in data.rglob("*") if p.is_file() and p.name != "glossary.json")
+
+
+def cache_key(rec: Recipe, device: str, *, extra: dict | None = None) -> str:
+    """A hash of everything that can change the run's result."""
+    h = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        h.update(label.encode() + b"\0" + hashlib.sha256(data).digest())
+
+    pkg = Path(str(resources.files("llm_glossary")))
+    for name in _MODULES:
+        path = pkg / f"{name}.py"
+        if path.is_file():
+            add(f"src:{name}", path.read_bytes())
+    for path in _data_files():
+        add(f"data:{path.relative_to(pkg)}", path.read_bytes())
+    add("glossary", json.dumps(glossary_entries(), ensure_ascii=False, sort_keys=True).encode())
+    add("recipe", json.dumps(rec.to_dict(), sort_keys=True).encode())
+    add("torch", torch.__version__.encode())
+    add("device", device.encode())
+    add("extra", json.dumps(extra or {}, sort_keys=True).encode())
+    return h.hexdigest()[:20]
+
+
+def _use_disk_cache(use_cache: bool) -> bool:
+    return use_cache and os.environ.get("LLM_GLOSSARY_NO_CACHE", "") in ("", "0")
+
+
+def _save(folder: Path, w: Walkthrough) -> None:
+    from llm_glossary.checkpoint import atomic_folder, atomic_write_json
+
+    with atomic_folder(folder) as tmp:
+        w.pretrained.save(tmp / "pretrained")
+        w.model.save(tmp / "model")
+        atomic_write_json(tmp / "result.json", {
+            "history": {k: asdict(v) for k, v in w.history.items()},
+            "metrics": w.metrics,
+            "samples": [asdict(s) for s in w.samples],
+            "before": [asdict(s) for s in w.before],
+            "recipe": w.recipe,
+            "timings": w.timings,
+        })
+
+
+def _load(folder: Path, tokenizer, device) -> Walkthrough | None:
+    from llm_glossary.checkpoint import read_json
+
+    if not (folder / "result.json").is_file():
+        return None
+    data = read_json(folder / "result.json")
+    samples = lambda rows: [Sample(**{**r, "messages": [tuple(m) for m in r["messages"]]}) for r in rows]  # noqa: E731
+    return Walkthrough(
+        tokenizer=tokenizer,
+        pretrained=Llama.load(folder / "pretrained", device=device),
+        model=Llama.load(folder / "model", device=device),
+        history={k: History(**v) for k, v in data["history"].items()},
+        metrics=data["metrics"],
+        samples=samples(data["samples"]),
+        before=samples(data["before"]),
+        recipe=data["recipe"],
+        timings=data["timings"],
+        cached=True,
+    )
+
+
+# ------------------------------------------------------------------ the run
+
+_MEMO: dict[tuple, Walkthrough] = {}
+
+
+def corpus_ids(tokenizer, split: str) -> torch.Tensor:
+    """The corpus split as one tensor of token ids."""
+    from llm_glossary.corpus import load_corpus
+
+    return torch.tensor(tokenizer.encode(load_corpus(split)), dtype=torch.long)
+
+
+def init_weights(model: Llama, std: float = 0.02) -> Llama:
+    """Small normal initial weights (GPT-2's 0.02) for every matrix; norms stay at one.
+
+    PyTorch's defaults give the embedding unit-variance rows, and with the embedding tied to
+    the output head the first logits are so large that the loss starts near 30 instead of
+    near ln V.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                module.weight.normal_(0.0, std)
+    return model
+
+
+# --8<-- [start:run]
+def train_walkthrough(rec: Recipe, device: torch.device, tokenizer) -> Walkthrough:
+    """Pretrain, fine-tune, evaluate and reply: the walkthrough without any cache."""
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    train_ids = corpus_ids(tokenizer, "train")  # (N,)
+    held_ids = corpus_ids(tokenizer, "heldout")
+    torch.manual_seed(rec.pretrain.seed)  # the initial weights
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, **rec.model)
+    model = init_weights(Llama(config))
+    times["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    pre = pretrain(model, train_ids, rec.pretrain, heldout=held_ids, device=device)
+    times["pretrain"] = time.perf_counter() - t0
+    pretrained = copy.deepcopy(model).eval()
+
+    t0 = time.perf_counter()
+    train_dialogs = shipped_dialogs("train")
+    held_dialogs = shipped_dialogs("heldout")
+    sft = finetune(model, train_dialogs, tokenizer, rec.finetune, device=device)
+    model.eval()
+    times["finetune"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    seq = rec.finetune.seq_len
+    before = evaluate(pretrained, held_dialogs, tokenizer, seq_len=seq)
+    after = evaluate(model, held_dialogs, tokenizer, seq_len=seq)
+    samples = greedy_replies(model, tokenizer, eval_prompts())
+    probe = [s for s in eval_prompts() if s.kind != "follow-up"][::8]
+    before_samples = greedy_replies(pretrained, tokenizer, probe)
+    times["evaluate"] = time.perf_counter() - t0
+
+    metrics = {
+        "corpus_train_tokens": int(train_ids.numel()),
+        "corpus_heldout_tokens": int(held_ids.numel()),
+        "pretrain_heldout_loss": pre.heldout_loss[-1],
+        "corpus_loss_after_finetune": heldout_token_loss(model, held_ids, rec.pretrain),
+        "n_train_dialogs": len(train_dialogs), "n_heldout_dialogs": len(held_dialogs),
+        "loss_pretrained": before.loss, "loss_finetuned": after.loss,
+        "ppl_pretrained": before.perplexity, "ppl_finetuned": after.perplexity,
+        "acc_pretrained": before.accuracy, "acc_finetuned": after.accuracy,
+        "loss_ratio": after.loss / before.loss,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **reply_metrics(samples),
+        "before_end_rate": sum(s.ended for s in before_samples) / len(before_samples),
+        "before_exact": sum(s.correct for s in before_samples),
+    }
+    return Walkthrough(tokenizer, pretrained, model, {"pretrain": pre, "finetune": sft},
+                       metrics, samples, before_samples, rec.to_dict(), times)
+# --8<-- [end:run]
+
+
+def run(*, device: str | None = None, use_cache: bool = True, recipe: str | None = None) -> Walkthrough:
+    """The walkthrough's run: memoized in the process, cached on disk.
+
+    Args:
+        device: "cpu" (default), "cuda" or "mps".
+        use_cache: reuse a result from this process or from the disk cache; False trains
+            again (and refreshes the cache).
+        recipe: a name in :data:`llm_glossary.recipes.RECIPES`; default "walkthrough"
+            ("walkthrough-gpu" on CUDA).
+
+    Returns:
+        A :class:`Walkthrough` with ``tokenizer, pretrained, model, history, metrics``.
+    """
+    dev = resolve_device(device)
+    name = recipe or ("walkthrough-gpu" if dev.type == "cuda" else "walkthrough")
+    rec = get_recipe(name)
+    tokenizer = chat_tokenizer(rec.tokenizer_vocab)
+    memo_key = (name, str(dev))
+    if use_cache and memo_key in _MEMO:
+        return _MEMO[memo_key]
+    folder = cache_dir() / f"walkthrough-{cache_key(rec, str(dev))}"
+    result = _load(folder, tokenizer, dev) if _use_disk_cache(use_cache) else None
+    if result is None:
+        result = train_walkthrough(rec, dev, tokenizer)
+        if _use_disk_cache(True):
+            _save(folder, result)
+    _MEMO[memo_key] = result
+    return result
