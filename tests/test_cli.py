@@ -534,18 +534,24 @@ def test_eval_prints_the_walkthrough_metrics(trained):
     from llm_glossary.dialog import load_dialogs
 
     model, tokenizer = cli.load_model_folder(trained["out"])
-    expected = train.evaluate(model, load_dialogs(GOOD), tokenizer)
-    code, stdout, _ = run_main("eval", trained["out"], "--data", GOOD, "--json", "--max-new-tokens", 4,
-                               "--max-replies", 3, "--device", "cpu")
+    dialogs = load_dialogs(GOOD)
+    expected = train.evaluate(model, dialogs, tokenizer)
+    code, stdout, _ = run_main("eval", trained["out"], "--data", GOOD, "--json", "--max-new-tokens", 6,
+                               "--max-replies", 4, "--device", "cpu")
     assert code == 0
     metrics = json.loads(stdout)
     assert metrics["loss"] == pytest.approx(expected.loss)
     assert metrics["perplexity"] == pytest.approx(math.exp(expected.loss))
     assert metrics["accuracy"] == pytest.approx(expected.accuracy)
-    assert metrics["replies"] == 3
-    assert 0 <= metrics["end_of_turn_rate"] <= 1 and 0 <= metrics["role_leak_rate"] <= 1
+    # the first 4 assistant turns of the file, replied to one by one with train.reply
+    prompts = [(list(d.messages[:i]), m.content) for d in dialogs for i, m in enumerate(d.messages)
+               if m.role == "assistant" and d.messages[i - 1].role == "user"][:4]
+    replies = [train.reply(model, tokenizer, p, max_new_tokens=6) for p, _ in prompts]
+    assert metrics["n_replies"] == 4
+    assert metrics["end_rate"] == pytest.approx(sum(r.ended for r in replies) / 4)
+    assert metrics["role_leaks"] == sum(r.role_leak for r in replies)
     code, stdout, _ = run_main("eval", trained["out"], "--data", GOOD, "--max-replies", 0, "--device", "cpu")
-    assert code == 0 and f"loss        {expected.loss:.4f}" in stdout
+    assert code == 0 and f"loss         {expected.loss:.4f}" in stdout
 
 
 # ---------------------------------------------------------------------------- export

@@ -72,7 +72,7 @@ KOREAN_GUIDE = (
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
-DEFAULT_CONFIG = "walkthrough"
+DEFAULT_CONFIG, DEFAULT_CONFIG_CUDA = "walkthrough", "walkthrough-gpu"  # as walkthrough.run() chooses
 
 
 class CommandError(Exception):
@@ -181,9 +181,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="model folder to write: config.json, model.safetensors, tokenizer files, "
                         "checkpoints/")
-    g.add_argument("--config", default=DEFAULT_CONFIG, metavar="NAME",
-                   help="recipe from llm_glossary.recipes (model size and training settings), "
-                        "e.g. tiny, walkthrough, walkthrough-gpu")
+    g.add_argument("--config", metavar="NAME",
+                   help="recipe from llm_glossary.recipes (model size and training settings): tiny, "
+                        f"walkthrough, walkthrough-gpu (default: {DEFAULT_CONFIG}, {DEFAULT_CONFIG_CUDA} on CUDA)")
     g.add_argument("--steps", type=_positive_int, metavar="N", help="optimizer steps (default: the recipe's)")
     g.add_argument("--batch-size", type=_positive_int, metavar="N",
                    help="global batch: sequences per optimizer step over all processes, split "
@@ -940,41 +940,46 @@ def _check_seq_len(config, model, args) -> None:
 
 
 def _build_model(recipe, vocab_size: int, seed: int):
+    """A new model as the walkthrough builds it: the recipe's size, seeded small initial weights."""
     import torch
 
     from llm_glossary.model import Llama, LlamaConfig
+    from llm_glossary.walkthrough import init_weights
 
     torch.manual_seed(seed)
-    return Llama(LlamaConfig(vocab_size=vocab_size, **recipe.model))
+    return init_weights(Llama(LlamaConfig(vocab_size=vocab_size, **recipe.model)))
+
+
+def _choose_config(args, device) -> None:
+    if args.config is None:
+        args.config = DEFAULT_CONFIG_CUDA if device.type == "cuda" else DEFAULT_CONFIG
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     def prepare(dist_ctx: _Dist, device):
+        from llm_glossary.corpus import corpus_files
         from llm_glossary.dialog import chat_tokenizer
+        from llm_glossary.walkthrough import corpus_ids
 
+        _choose_config(args, device)
         recipe = _recipe(args.config)
         config = _train_config(recipe.pretrain, args, dist_ctx.world_size)
-        if args.corpus:
+        tokenizer = chat_tokenizer(recipe.tokenizer_vocab)
+        if args.corpus:  # the reader's text files
             files = _text_files(args.corpus, "--corpus")
-            texts = [_read_text(p, "--corpus") for p in files]
-        else:
-            from llm_glossary.corpus import corpus_files
-
+            tokens = _encode_texts([_read_text(p, "--corpus") for p in files], tokenizer, files, "--corpus")
+        else:  # the shipped corpus, tokenized as the walkthrough does
             files = corpus_files("train")
-            texts = [p.read_text(encoding="utf-8") for p in files]
+            tokens = corpus_ids(tokenizer, "train")
         if args.heldout:
             held_files = _text_files(args.heldout, "--heldout")
-            held_texts = [_read_text(p, "--heldout") for p in held_files]
+            heldout = _encode_texts([_read_text(p, "--heldout") for p in held_files], tokenizer, held_files,
+                                    "--heldout")
         elif not args.corpus:
-            from llm_glossary.corpus import corpus_files
-
             held_files = corpus_files("heldout")
-            held_texts = [p.read_text(encoding="utf-8") for p in held_files]
+            heldout = corpus_ids(tokenizer, "heldout")
         else:
-            held_files, held_texts = [], []
-        tokenizer = chat_tokenizer(recipe.tokenizer_vocab)
-        tokens = _encode_texts(texts, tokenizer, files, "--corpus")
-        heldout = _encode_texts(held_texts, tokenizer, held_files, "--heldout") if held_texts else None
+            held_files, heldout = [], None
         model = _build_model(recipe, len(tokenizer), config.seed)
         _check_seq_len(config, model, args)
         settings = _settings("pretrain", args, config, {"corpus": files, "heldout": held_files}, {})
@@ -990,11 +995,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _encode_texts(texts: Sequence[str], tokenizer, files: Sequence[Path], option: str):
+    """The files' texts as one tensor of ids, joined by newlines (as ``load_corpus`` joins lines)."""
     import torch
 
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer.encode(text))
+    ids = tokenizer.encode("\n".join(text.rstrip("\n") for text in texts))
     if len(ids) < 2:
         raise CommandError(f"{option}: the text is too short to train on ({len(ids)} tokens in "
                            f"{', '.join(map(str, files))})")
@@ -1003,6 +1007,7 @@ def _encode_texts(texts: Sequence[str], tokenizer, files: Sequence[Path], option
 
 def cmd_sft(args: argparse.Namespace) -> int:
     def prepare(dist_ctx: _Dist, device):
+        _choose_config(args, device)
         recipe = _recipe(args.config)
         config = _train_config(recipe.finetune, args, dist_ctx.world_size)
         role_map = _role_map(args.role_map)
@@ -1021,7 +1026,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
             except ImportError:  # pragma: no cover - the package ships it
                 raise CommandError("--base: this installation has no llm_glossary.walkthrough; give a "
                                    f"pretrained model folder (e.g. from '{PROG} pretrain')") from None
-            run = walkthrough.run(device=device)
+            run = walkthrough.run(device=str(device), recipe=args.config)
             model, tokenizer = run.pretrained, run.tokenizer
             import copy
 
@@ -1154,48 +1159,61 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "truncated": ev.n_truncated,
         "dropped": ev.n_dropped,
     }
-    metrics.update(_reply_metrics(model, tokenizer, dialogs, args.max_new_tokens, args.max_replies))
+    samples = _reply_samples(model, tokenizer, dialogs, args.max_new_tokens, args.max_replies)
+    if samples:
+        from llm_glossary.walkthrough import greedy_replies, reply_metrics
+
+        greedy_replies(model, tokenizer, samples, max_new_tokens=args.max_new_tokens)
+        metrics.update(reply_metrics(samples))
+    else:
+        metrics["n_replies"] = 0
     if args.json:
-        print(json.dumps(metrics, ensure_ascii=False))
+        plain = {k: None if isinstance(v, float) and v != v else v for k, v in metrics.items()}  # NaN -> null
+        print(json.dumps(plain, ensure_ascii=False, allow_nan=False))
         return EXIT_OK
     print(f"{args.dir} on {len(dialogs)} dialogs ({ev.n_tokens} assistant tokens)")
     if ev.n_truncated or ev.n_dropped:
         print(f"  ({ev.n_truncated} dialogs longer than the model's max_seq_len shortened, {ev.n_dropped} left out)")
-    print(f"  loss        {ev.loss:.4f}")
-    print(f"  perplexity  {ev.perplexity:.2f}")
-    print(f"  accuracy    {ev.accuracy:.1%}   (next assistant token, teacher forcing)")
-    if metrics["replies"]:
-        print(f"  ended turn  {metrics['end_of_turn_rate']:.1%}   of {metrics['replies']} replies "
-              f"(end-of-turn token within {args.max_new_tokens} tokens)")
-        print(f"  role leaks  {metrics['role_leak_rate']:.1%}   (replies that start another role's turn)")
+    print(f"  loss         {ev.loss:.4f}")
+    print(f"  perplexity   {ev.perplexity:.2f}")
+    print(f"  accuracy     {ev.accuracy:.1%}   (next assistant token, teacher forcing)")
+    n = metrics["n_replies"]
+    if n:
+        print(f"  ended turn   {metrics['end_rate']:.1%}   of {n} greedy replies (<|eot_id|> within "
+              f"{args.max_new_tokens} tokens)")
+        print(f"  role leaks   {metrics['role_leaks']} of {n}   (replies that write another turn's header "
+              "or a control token)")
+        for key, count, what in (("question_exact", "n_questions", "first replies"),
+                                 ("follow_up_exact", "n_follow_ups", "later replies")):
+            if metrics[count]:
+                print(f"  exact        {metrics[key]:.1%}   of {metrics[count]} {what} (the file's answer, word "
+                      "for word)")
     return EXIT_OK
 
 
-def _reply_metrics(model, tokenizer, dialogs, max_new_tokens: int, max_replies: int) -> dict:
-    """Reply to every user turn (greedy) with the conversation so far as the prompt."""
-    from llm_glossary import train
+def _reply_samples(model, tokenizer, dialogs, max_new_tokens: int, max_replies: int) -> list:
+    """Every assistant turn that answers a user turn, as a walkthrough ``Sample``: the
+    conversation up to it is the prompt, the turn itself the expected answer. The first
+    reply of a dialog counts as a "question", later ones as "follow-up"s."""
     from llm_glossary.dialog import encode_prompt
+    from llm_glossary.walkthrough import Sample
 
-    replies = ended = leaks = 0
+    samples: list = []
     limit = model.config.max_seq_len
     for dialog in dialogs:
+        first = True
         for i, message in enumerate(dialog.messages):
-            if replies >= max_replies:
-                break
+            if len(samples) >= max_replies:
+                return samples
             if message.role != "assistant" or i == 0 or dialog.messages[i - 1].role != "user":
                 continue
-            prompt = list(dialog.messages[:i])
-            if len(encode_prompt(prompt, tokenizer)) + max_new_tokens > limit:
-                continue
-            r = train.reply(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
-            replies += 1
-            ended += bool(r.ended)
-            leaks += bool(r.role_leak)
-    return {
-        "replies": replies,
-        "end_of_turn_rate": ended / replies if replies else None,
-        "role_leak_rate": leaks / replies if replies else None,
-    }
+            prefix = dialog.messages[:i]
+            if len(encode_prompt(prefix, tokenizer)) + max_new_tokens > limit:
+                continue  # no room for a whole reply
+            samples.append(Sample("question" if first else "follow-up", "", [(m.role, m.content) for m in prefix],
+                                  message.content))
+            first = False
+    return samples
 
 
 # ---------------------------------------------------------------------------- export
