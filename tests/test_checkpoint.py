@@ -295,13 +295,25 @@ def test_model_module_keeps_the_old_names(tmp_path):
 @pytest.fixture
 def no_real_model(monkeypatch):
     """Fail if Llama.load builds a real (allocated) model before the weights were checked."""
-    real_init = Llama.__init__
+    from llm_glossary import model as model_module
+
+    real_init, real_check = Llama.__init__, model_module.check_shapes
+    checked = []
+
+    def check(*args, **kwargs):
+        real_check(*args, **kwargs)
+        checked.append(True)
 
     def guarded(self, config):
-        assert torch.empty(0).device.type == "meta", "Llama.load allocated a model before checking the file"
+        on_meta = torch.empty(0).device.type == "meta"
+        assert on_meta or checked, "Llama.load allocated a model before checking the file"
         real_init(self, config)
 
-    return lambda: monkeypatch.setattr(Llama, "__init__", guarded)  # arm once the files exist
+    def arm():  # once the test's files exist
+        monkeypatch.setattr(Llama, "__init__", guarded)
+        monkeypatch.setattr(model_module, "check_shapes", check)
+
+    return arm
 
 
 def edited(tmp_path, name="ckpt", **changes) -> Path:
@@ -328,7 +340,11 @@ def test_load_checks_every_tensor_against_the_config_before_allocating(tmp_path,
         Llama.load(folder)
 
 
-def test_load_builds_on_the_meta_device_and_loads_in_place(tmp_path, no_real_model):
+@pytest.mark.parametrize("meta_above", [0, 10**9])  # a large model is built on the meta device
+def test_load_builds_after_checking_and_loads_in_place(tmp_path, no_real_model, monkeypatch, meta_above):
+    from llm_glossary import model as model_module
+
+    monkeypatch.setattr(model_module, "_META_ABOVE", meta_above)
     folder = tiny_model(0).save(tmp_path / "ckpt")
     expected = tiny_model(0)
     Llama(LlamaConfig(**{**TINY, "tie_embeddings": True})).save(tmp_path / "tied")
@@ -489,3 +505,21 @@ def test_llama_load_refuses_tensors_of_a_dtype_the_model_cannot_use(tmp_path):
     save_safetensors({k: v.to(torch.int32) for k, v in model.hf_state_dict().items()}, folder / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"model\.safetensors: tensors of dtype torch.int32; expected one of float32"):
         Llama.load(folder)
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral-tied"])
+def test_strict_validation_still_reads_a_transformers_save_pretrained_folder(tmp_path, kind):
+    transformers = pytest.importorskip("transformers")
+    sizes = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=32)
+    if kind == "llama":
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**sizes)).eval()
+    else:
+        config = transformers.MistralConfig(**sizes, sliding_window=8, tie_word_embeddings=True)
+        hf = transformers.MistralForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = Llama.load(tmp_path / "hf")
+    x = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-5, rtol=1e-4)
+    assert ours.config.tie_embeddings == (kind != "llama")

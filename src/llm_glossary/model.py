@@ -20,6 +20,7 @@ Shapes: idx (B, T) token ids; activations (B, T, C); logits (B, T, V).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import re
@@ -587,7 +588,11 @@ class Llama(nn.Module):
         if bad:
             raise CheckpointError(f"{weights}: tensors of dtype {bad[0]}; expected one of float32, float16, bfloat16, float64")
         state = load_safetensors(weights, expected=expected)
-        with torch.device("meta"):
+        # Every shape now matches the file, so the model is no larger than the file. A large one
+        # is built on the meta device (no memory, no random init) and takes the tensors in place;
+        # a small one is built directly (the meta device's first use costs about a second).
+        big = count_parameters(config) > _META_ABOVE
+        with torch.device("meta") if big else contextlib.nullcontext():
             model = cls(config)
         dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
         state = {k: v.to(dtype) for k, v in state.items()}
@@ -595,6 +600,7 @@ class Llama(nn.Module):
         return model.to(device) if device is not None else model
 
 
+_META_ABOVE = 20_000_000  # parameters; above this Llama.load builds the model on the meta device
 _LAYER = re.compile(r"model\.layers\.(0|[1-9][0-9]{0,8})\.")
 _MODEL_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.float64}
 

@@ -6,7 +6,8 @@ tokenizers (sentencepiece, Kudo & Richardson, 2018, arXiv:1808.06226) add two th
 
 * **Whitespace as a symbol.** Every space becomes "▁" (U+2581) and one "▁" is prepended, so
   ``"Hello world"`` is seen as ``"▁Hello▁world"``. Words start at a "▁" and merges never
-  cross words.
+  cross words, line breaks or other whitespace; no piece is longer than 16 characters
+  (sentencepiece's ``max_sentencepiece_length``).
 * **Byte fallback.** The 256 pieces ``<0x00>`` … ``<0xFF>`` are always in the vocabulary.
   A character that is not a piece is written as its UTF-8 bytes, one piece per byte, so
   encoding never needs ``<unk>`` and ``decode(encode(s)) == s``.
