@@ -888,8 +888,7 @@ def _run_training(command: str, args, *, prepare: Callable, train_fn: Callable) 
         progress.close()
         elapsed = time.perf_counter() - started
         if dist_ctx.is_main:
-            model.save(out)
-            _save_tokenizer(tokenizer, out)
+            model.save(out)  # the tokenizer files were written before training
             _print_summary(command, out, progress, history, elapsed)
         _barrier(dist_ctx)
     return EXIT_OK
