@@ -55,7 +55,7 @@ def causal_mask(
     """Boolean (T, S) mask: query i (at position S − T + i) sees keys 0 .. S − T
     + i.
 
-    Example:
+    Examples:
         >>> causal_mask(3).int()
         tensor([[1, 0, 0],
                 [1, 1, 0],
@@ -85,7 +85,7 @@ def sliding_window_mask(
     Every row sees at most W keys, and a row's keys always end at the query
     itself.
 
-    Example:
+    Examples:
         >>> sliding_window_mask(5, 3).int()
         tensor([[1, 0, 0, 0, 0],
                 [1, 1, 0, 0, 0],
@@ -111,7 +111,7 @@ def block_local_mask(
     earlier keys of its own block only. The first token of every block sees
     nothing before it.
 
-    Example:
+    Examples:
         >>> block_local_mask(5, 3).int()
         tensor([[1, 0, 0, 0, 0],
                 [1, 1, 0, 0, 0],
@@ -329,7 +329,7 @@ def attention(
     Raises:
         ValueError: wrong ranks or sizes, Hq not a multiple of Hkv, S < T, window ≤ 0.
 
-    Example:
+    Examples:
         >>> q = k = v = torch.ones(1, 1, 2, 4)
         >>> attention(q, k, v).shape
         torch.Size([1, 1, 2, 4])
@@ -479,7 +479,7 @@ class RollingKVCache:
 def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, batch: int = 1, bytes_per_value: int = 2) -> int:
     """Bytes of a full KV cache: 2 (K and V) × layers × Hkv × D × tokens × batch × bytes.
 
-    Example:
+    Examples:
         >>> # Llama 3 8B, 8K tokens, bf16
         >>> kv_cache_bytes(32, 8, 128, 8192) / 2**30
         1.0

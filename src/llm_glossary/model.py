@@ -73,7 +73,7 @@ def llama_ffn_hidden(
     by 2/3 to keep the parameter count, then rounds up to a multiple of
     ``multiple_of``.
 
-    Example:
+    Examples:
         >>> llama_ffn_hidden(4096, 1.3, 1024)  # Llama 3 8B
         14336
     """
@@ -205,7 +205,7 @@ def count_parameters(config: LlamaConfig) -> int:
     """Number of parameters, from the configuration alone (nothing is
     allocated).
 
-    Example:
+    Examples:
         >>> count_parameters(LlamaConfig.from_preset("llama3-8b"))
         8030261248
     """

@@ -40,7 +40,7 @@ def rms(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     Returns:
         Tensor of shape (..., 1).
 
-    Example:
+    Examples:
         >>> # sqrt((4 + 16 + 36 + 64) / 4) = sqrt(30)
         >>> rms(torch.tensor([2.0, 4.0, 6.0, 8.0]))
         tensor([5.4772])
@@ -65,7 +65,7 @@ class RMSNorm(nn.Module):
         dim: size C of the last dimension (the features of one token vector).
         eps: small constant inside the square root, for numerical safety.
 
-    Example:
+    Examples:
         >>> norm = RMSNorm(4)
         >>> norm(torch.tensor([2.0, 4.0, 6.0, 8.0]))  # weight starts at 1
         tensor([0.3651, 0.7303, 1.0954, 1.4606], grad_fn=<MulBackward0>)
@@ -114,7 +114,7 @@ def layer_norm(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     Returns:
         Tensor of shape (..., C).
 
-    Example:
+    Examples:
         >>> layer_norm(torch.tensor([2.0, 4.0, 6.0, 8.0]))
         tensor([-1.3416, -0.4472,  0.4472,  1.3416])
     """
@@ -137,7 +137,7 @@ def standardize_stats(x: torch.Tensor) -> dict[str, float]:
         A dict with the mean, the population standard deviation (divide by n), the
         sample standard deviation (divide by n - 1) and the RMS.
 
-    Example:
+    Examples:
         >>> s = standardize_stats(torch.tensor([2.0, 4.0, 6.0, 8.0]))
         >>> round(s["std_population"], 3), round(s["std_sample"], 3), round(s["rms"], 3)
         (2.236, 2.582, 5.477)

@@ -59,7 +59,7 @@ def sinusoidal_positions(
     Returns:
         tensor of shape (max_len, dim).
 
-    Example:
+    Examples:
         >>> # sin 1, cos 1, sin 0.01, cos 0.01
         >>> sinusoidal_positions(3, 4, dtype=torch.float64)[1]
         tensor([0.8415, 0.5403, 0.0100, 1.0000], dtype=torch.float64)
@@ -91,7 +91,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
         max_len: longest sequence the table covers.
         dim: embedding width C.
 
-    Example:
+    Examples:
         >>> emb = SinusoidalPositionalEmbedding(max_len=8, dim=4)
         >>> # zero embeddings: what is left is position 1
         >>> emb(torch.zeros(1, 2, 4))[0, 1]
@@ -161,7 +161,7 @@ def rope_frequencies(
     radians: the first pair fastest (one radian per token), the last pair
     slowest.
 
-    Example:
+    Examples:
         >>> rope_frequencies(4, theta=10000.0)
         tensor([1.0000, 0.0100])
     """
@@ -227,7 +227,7 @@ def apply_rope(
     Returns:
         Tensor shaped and typed like x.
 
-    Example:
+    Examples:
         >>> q = torch.tensor([[[[1.0, 0.0]]]])  # one head, one token, D = 2
         >>> # turned by 1 radian: (cos 1, sin 1)
         >>> apply_rope(q, torch.tensor([1]))

@@ -122,7 +122,7 @@ def normalize(text: str, dummy_prefix: str = "always") -> str:
 
     The empty string stays empty (Hugging Face does the same).
 
-    Example:
+    Examples:
         >>> normalize("Hello  world")
         '▁Hello▁▁world'
         >>> normalize(" x"), normalize(" x", "if_missing")
@@ -139,7 +139,7 @@ def normalize(text: str, dummy_prefix: str = "always") -> str:
 def split_words(normalized: str) -> list[str]:
     """Split normalized text so that every word starts at a "▁".
 
-    Example:
+    Examples:
         >>> split_words("▁Hello▁▁world")
         ['▁Hello', '▁', '▁world']
     """
@@ -150,7 +150,7 @@ def split_words(normalized: str) -> list[str]:
 def byte_fallback(char: str) -> list[str]:
     """The byte pieces of one character: its UTF-8 bytes, one piece per byte.
 
-    Example:
+    Examples:
         >>> byte_fallback("한")  # U+D55C is three bytes in UTF-8
         ['<0xED>', '<0x95>', '<0x9C>']
     """
@@ -292,7 +292,7 @@ def naive_train(
     Slow (each step reads every word) but easy to check;
     ``ByteFallbackBPE.train`` must choose exactly the same merges.
 
-    Example:
+    Examples:
         >>> # 3 specials + 256 bytes + 8 characters (▁ l o w e r s t) + 3 merges
         >>> naive_train("low lower lowest", vocab_size=3 + 256 + 8 + 3)
         [('l', 'o'), ('lo', 'w'), ('▁', 'low')]
@@ -431,7 +431,7 @@ class ByteFallbackBPE:
             :mod:`llm_glossary.dialog` place them. Use :meth:`with_special_tokens` to add them
             to a trained tokenizer.
 
-    Example:
+    Examples:
         >>> tok = ByteFallbackBPE.train(["low lower lowest"] * 3, vocab_size=270)
         >>> tok.merges
         [('l', 'o'), ('lo', 'w'), ('▁', 'low')]
@@ -787,7 +787,7 @@ class ByteFallbackBPE:
     def tokenize(self, text: str) -> list[str]:
         """Text to piece strings.
 
-        Example:
+        Examples:
             >>> tok = ByteFallbackBPE.train("ab ab ab", vocab_size=264)
             >>> tok.tokenize("ab ba")
             ['▁ab', '▁', 'b', 'a']
@@ -1074,7 +1074,7 @@ def corpus_tokenizer(vocab_size: int = 4000) -> ByteFallbackBPE:
     Raises:
         ValueError: ``vocab_size`` too small (the message states the minimum).
 
-    Example:
+    Examples:
         >>> corpus_tokenizer() is corpus_tokenizer(4000)
         True
     """
