@@ -523,3 +523,14 @@ def test_strict_validation_still_reads_a_transformers_save_pretrained_folder(tmp
     with torch.no_grad():
         torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-5, rtol=1e-4)
     assert ours.config.tie_embeddings == (kind != "llama")
+
+
+def test_tokenizer_save_pretrained_swaps_both_files_in_and_keeps_the_model(tmp_path):
+    folder = tiny_model(0).save(tmp_path / "export")
+    tok = ByteFallbackBPE.train("aa bb aa bb ab", vocab_size=262 + 3)
+    tok.save_pretrained(folder)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert same_weights(Llama.load(folder), tiny_model(0))
+    assert ByteFallbackBPE.from_hf(folder / "tokenizer.json").encode("aa bb") == tok.encode("aa bb")
+    assert leftovers(tmp_path) == []

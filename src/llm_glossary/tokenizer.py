@@ -47,7 +47,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .checkpoint import _no_duplicates, _reject_constant, atomic_write_text
+from .checkpoint import _no_duplicates, _reject_constant, atomic_folder, atomic_write_text
 
 __all__ = [
     "ByteFallbackBPE",
@@ -954,7 +954,6 @@ class ByteFallbackBPE:
             The folder's path.
         """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         config: dict = {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "model_max_length": 1_000_000,
@@ -967,9 +966,11 @@ class ByteFallbackBPE:
             config.update(bos_token=BEGIN_OF_TEXT, eos_token=EOT, pad_token=PAD, chat_template=CHAT_TEMPLATE)
         else:
             config.update(bos_token=BOS, eos_token=EOS)
-        self.save_hf(folder / "tokenizer.json")
-        atomic_write_text(folder / "tokenizer_config.json",
-                           json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+        # both files change together (a model saved in the same folder is kept)
+        with atomic_folder(folder, carry_over=True) as tmp:
+            self.save_hf(tmp / "tokenizer.json")
+            atomic_write_text(tmp / "tokenizer_config.json",
+                              json.dumps(config, ensure_ascii=False, indent=2) + "\n")
         return folder
 
     @classmethod
