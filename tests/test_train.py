@@ -883,3 +883,13 @@ def test_pretraining_windows_are_next_token_pairs():
         inputs, targets = windows.batch(list(range(windows.n)), epoch)  # every window fits
         assert torch.equal(targets[:, :-1], inputs[:, 1:])  # the target is the next token
         assert torch.equal(targets, (inputs + 1) % 37)  # (the pattern's rule)
+
+
+def test_a_diverging_run_stops_with_one_message_before_it_checkpoints_nan(tmp_path):
+    # lr 1e30: the first loss is finite, the update is not; the held-out loss and the next
+    # gradient norm are inf/nan and must stop the run as "diverged", not as a JSON error
+    # while the checkpoint's history is written.
+    config = ckpt_config(lr=1e30, min_lr=1e30, eval_every=1)
+    with pytest.raises(RuntimeError, match="training diverged .*lower lr than 1e\\+30"):
+        pretrain(tiny_model(), pattern_tokens(), config, heldout=pattern_tokens(600),
+                 checkpoint=Checkpointing(tmp_path / "ck", every=1))

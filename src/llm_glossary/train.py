@@ -624,6 +624,7 @@ def _train(
             )
             _check_finite(loss, kind, step, config)
             grad_norm = clip_gradients(model, config.grad_clip)
+            _check_finite(grad_norm, kind, step, config, "gradient norm")
             updating = True  # weights ahead of the history until `done = step`
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -642,6 +643,7 @@ def _train(
                 step == config.steps or (config.eval_every and step % config.eval_every == 0)
             ):
                 held = heldout_loss(model)
+                _check_finite(held, kind, step, config, "held-out loss")
                 history.heldout_step.append(step)
                 history.heldout_loss.append(held)
             tokens_total += n_inputs
@@ -719,10 +721,12 @@ def accumulate_gradients(
 # --8<-- [end:accumulate]
 
 
-def _check_finite(loss: float, kind: str, step: int, config: TrainConfig) -> None:
+def _check_finite(
+    loss: float, kind: str, step: int, config: TrainConfig, what: str = "loss"
+) -> None:
     if not math.isfinite(loss):
         raise RuntimeError(
-            f"{kind}: the loss is {loss} at step {step}: training diverged "
+            f"{kind}: the {what} is {loss} at step {step}: training diverged "
             f"(try a lower lr than {config.lr})"
         )
 
