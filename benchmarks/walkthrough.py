@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--recipe", default=None, help="default: walkthrough (walkthrough-gpu on cuda)")
     parser.add_argument("--idle-peak", type=float, default=None, help="GFLOP/s of the idle machine's matmul")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--fill-cache", action="store_true", help="store the run in the walkthrough's disk cache")
     args = parser.parse_args(argv)
     os.environ["LLM_GLOSSARY_NO_CACHE"] = "1"
 
@@ -84,6 +85,8 @@ def main(argv=None) -> int:
     w = walkthrough.train_walkthrough(rec, dev, tok)
     total = time.perf_counter() - t0
     peak_after = matmul_peak(dev)
+    if args.fill_cache:
+        walkthrough._save(walkthrough.cache_dir() / f"walkthrough-{walkthrough.cache_key(rec, str(dev))}", w)
     peak = max(peak_before, peak_after)
     m, times = w.metrics, w.timings
 

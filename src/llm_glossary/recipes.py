@@ -72,10 +72,10 @@ RECIPES: dict[str, Recipe] = {
     "walkthrough": Recipe(
         name="walkthrough",
         model=_WALK_MODEL,
-        pretrain=TrainConfig(steps=150, batch_size=16, micro_batch_size=16, seq_len=128,
-                             lr=3e-3, min_lr=3e-4, warmup_steps=15, eval_every=50, seed=0),
-        finetune=TrainConfig(steps=300, batch_size=16, micro_batch_size=16, seq_len=320,
-                             lr=2e-3, min_lr=2e-4, warmup_steps=15, eval_every=100, seed=0),
+        pretrain=TrainConfig(steps=80, batch_size=16, micro_batch_size=16, seq_len=128,
+                             lr=1e-2, min_lr=1e-3, warmup_steps=8, eval_every=20, seed=0),
+        finetune=TrainConfig(steps=500, batch_size=8, micro_batch_size=8, seq_len=320,
+                             lr=5e-3, min_lr=5e-4, warmup_steps=25, seed=0),
     ),
     # the same run, larger, on one GPU
     "walkthrough-gpu": Recipe(
