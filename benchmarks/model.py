@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "twin": train_step_fn(hf_twin, idx, targets, hf=True),
     }
     best, _ = _alternate(steps, args.repeat, device)
-    t_ours, t_hf = best["ours"], best["hf"]
+    t_ours, t_hf, t_twin = best["ours"], best["hf"], best["twin"]
     ratio_train = t_hf / t_ours
     noise = abs(best["hf"] / best["twin"] - 1)
 
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "machine": machine_description(device), "torch": torch.__version__, "device": device.type,
-            "train_s": {"ours": t_ours, "transformers": t_hf, "transformers_copy": best["twin"]},
+            "train_s": {"ours": t_ours, "transformers": t_hf, "transformers_copy": t_twin},
             "train_ratio": ratio_train, "train_aa_noise": noise,
             "generate": gen_rows,
             "goals": [{"goal": n, "value": v, "pass": ok} for n, v, ok in goals],

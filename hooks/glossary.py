@@ -252,12 +252,23 @@ def index_markdown(glossary: Glossary, lang: str) -> str:
     return head + "\n" + "\n".join(rows)
 
 
-# Tags whose text is never annotated: code, links, headings, math, existing abbreviations,
-# and anything a script or a drawing owns.
+# Where a hover definition helps: the first mention of a term in running text. Text inside these
+# elements is never annotated: code, links, headings, math, existing abbreviations, anything a
+# script or a drawing owns, tables (the home page's index, benchmark tables), quotations and
+# citations, tab labels and details summaries.
 _SKIP = {"code", "pre", "a", "abbr", "script", "style", "svg", "h1", "h2", "h3", "h4", "h5", "h6",
-         "kbd", "textarea", "button", "title"}
+         "kbd", "textarea", "button", "title", "table", "cite", "q", "blockquote", "label", "summary",
+         "figcaption", "sup"}
+# Elements skipped by class: KaTeX's source (arithmatex), footnotes (citations), admonition titles,
+# mkdocstrings' signatures.
+_SKIP_CLASS = re.compile(r'\sclass="[^"]*\b(?:arithmatex|footnote|admonition-title|doc-signature)\b')
+# The page pattern's last section lists the sources: paper titles there are citations.
+SOURCES_ANCHORS = {"더-읽기", "sources"}
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+         "track", "wbr"}
 _TAG = re.compile(r"(<!--.*?-->|<[^>]*>)", re.S)
 _TAG_NAME = re.compile(r"^</?\s*([a-zA-Z0-9]+)")
+_ID = re.compile(r'\sid="([^"]*)"')
 
 
 def _term_pattern(glossary: Glossary) -> tuple[re.Pattern[str] | None, dict[str, Term]]:
@@ -273,55 +284,64 @@ def _term_pattern(glossary: Glossary) -> tuple[re.Pattern[str] | None, dict[str,
     return re.compile(rf"(?<![A-Za-z0-9_])({alternation})(?![A-Za-z0-9_])", re.I), lookup
 
 
-def annotate_html(content: str, glossary: Glossary, lang: str, *, skip_slug: str | None = None) -> str:
-    """Wrap term mentions in ``<abbr title=...>`` outside code, links, headings and math."""
+def annotate_html(
+    content: str, glossary: Glossary, lang: str, *, skip_slug: str | None = None, page_slug: str | None = None
+) -> str:
+    """Wrap the first mention of each term in running text in ``<abbr title=...>``.
+
+    A term is marked once per page, at its first mention outside code, links, headings, math,
+    tables, quotations and citations (footnotes, ``<cite>``, the "Sources" section). On the page
+    that explains a term (``page_slug`` equal to the term's page) the term is not marked at all:
+    the page itself is its definition. ``skip_slug`` leaves one more term unmarked.
+    """
     pattern, lookup = _term_pattern(glossary)
     if pattern is None:
         return content
+    unmarked = {t.slug for t in glossary.terms if page_slug is not None and t.page_slug == page_slug}
+    if skip_slug:
+        unmarked.add(skip_slug)
     out: list[str] = []
-    stack: list[str] = []  # open skip-tags
-    math_depth = 0  # arithmatex spans/divs hold TeX source for KaTeX: leave it alone
-    div_span_stack: list[bool] = []
+    stack: list[tuple[str, bool]] = []  # open elements and whether each one is skipped
+    skipped = 0  # how many open elements are skipped
+    in_sources = False
+
+    def wrap(m: re.Match[str]) -> str:
+        term = lookup[html.unescape(m.group(1)).casefold()]
+        if term.slug in unmarked:
+            return m.group(0)
+        unmarked.add(term.slug)  # once per page
+        title = html.escape(f"{term.label(lang)}: {term.definition[lang]}", quote=True)
+        return f'<abbr title="{title}">{m.group(1)}</abbr>'
+
     for piece in _TAG.split(content):
         if not piece:
             continue
         if piece.startswith("<"):
             out.append(piece)
-            if piece.startswith("<!--"):
-                continue
             m = _TAG_NAME.match(piece)
-            if not m:
+            if piece.startswith("<!--") or not m:
                 continue
             name = m.group(1).lower()
-            closing = piece.startswith("</")
-            self_closing = piece.endswith("/>")
-            if name in ("span", "div"):
-                if closing:
-                    if div_span_stack and div_span_stack.pop():
-                        math_depth -= 1
-                elif not self_closing:
-                    is_math = "arithmatex" in piece
-                    div_span_stack.append(is_math)
-                    math_depth += is_math
-            elif name in _SKIP and not self_closing:
-                if closing:
-                    if name in stack:
-                        while stack and stack.pop() != name:
-                            pass
-                else:
-                    stack.append(name)
+            if piece.startswith("</"):
+                if any(open_name == name for open_name, _ in stack):
+                    while stack:
+                        open_name, was_skipped = stack.pop()
+                        skipped -= was_skipped
+                        if open_name == name:
+                            break
+                continue
+            if piece.endswith("/>") or name in _VOID:
+                continue
+            if name == "h2":
+                anchor = _ID.search(piece)
+                in_sources = bool(anchor) and anchor.group(1) in SOURCES_ANCHORS
+            skip = name in _SKIP or bool(_SKIP_CLASS.search(piece))
+            stack.append((name, skip))
+            skipped += skip
             continue
-        if stack or math_depth:
+        if skipped or in_sources:
             out.append(piece)
             continue
-
-        def wrap(m: re.Match[str]) -> str:
-            term = lookup[html.unescape(m.group(1)).casefold()]
-            if term.slug == skip_slug:
-                return m.group(0)
-            title = html.escape(f"{term.label(lang)}: {term.definition[lang]}", quote=True)
-            return f'<abbr title="{title}">{m.group(1)}</abbr>'
-
         out.append(pattern.sub(wrap, piece))
     return "".join(out)
 
@@ -362,4 +382,6 @@ def on_page_content(content, page, config, files):
     glossary = _state.get("glossary")
     if glossary is None:
         return content
-    return annotate_html(content, glossary, _page_lang(page, config))
+    name = page.file.src_uri.rsplit("/", 1)[-1]
+    slug = re.sub(r"\.(?:ko|en)\.md$|\.md$", "", name)
+    return annotate_html(content, glossary, _page_lang(page, config), page_slug=slug)

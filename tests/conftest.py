@@ -1,4 +1,8 @@
 import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -20,3 +24,28 @@ def glossary_hook():
     sys.modules["glossary_hook"] = module
     spec.loader.exec_module(module)
     return module
+
+
+def build_site(cwd: Path, out: Path, config: Path | None = None) -> subprocess.CompletedProcess:
+    """``mkdocs build --strict`` of the project in ``cwd`` into ``out``."""
+    # Never `-q`: it drops the warning count and lets a strict build pass with failing blocks.
+    cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--clean", "-d", str(out)]
+    if config is not None:
+        cmd += ["-f", str(config)]
+    # The build starts cold: the walkthrough trains for real, in an empty cache folder.
+    cache = tempfile.mkdtemp(prefix="llm-glossary-cache-")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "LLM_GLOSSARY_CACHE_DIR": cache}
+    env.pop("LLM_GLOSSARY_NO_CACHE", None)
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=1200)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def site(root, tmp_path_factory) -> Path:
+    """The site, built strictly once per test session (tests/test_site.py, tests/test_browser.py)."""
+    out = tmp_path_factory.mktemp("site")
+    result = build_site(root, out)
+    assert result.returncode == 0, f"strict site build failed:\n{result.stdout[-5000:]}\n{result.stderr[-15000:]}"
+    return out

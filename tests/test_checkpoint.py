@@ -30,9 +30,14 @@ from llm_glossary.tokenizer import ByteFallbackBPE
 TINY = dict(vocab_size=61, dim=16, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=24, max_seq_len=32)
 
 
-def tiny_model(seed: int) -> Llama:
+def tiny_model(seed: int, **changes) -> Llama:
     torch.manual_seed(seed)
-    return Llama(LlamaConfig(**TINY))
+    return Llama(LlamaConfig(**{**TINY, **changes}))
+
+
+# The concurrent writers save models of different shapes, so a reader that took config.json
+# from one save and the weights from the other would fail with a shape error.
+RACERS = {10: dict(vocab_size=61), 11: dict(vocab_size=67, n_layers=1)}
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -149,6 +154,7 @@ def test_a_dtype_the_file_cannot_hold_fails_before_anything_is_written(tmp_path)
 def test_model_save_keeps_other_files_in_the_folder(tmp_path):
     folder = tiny_model(0).save(tmp_path / "ckpt")
     (folder / "tokenizer.json").write_text("{}")
+    (folder / ".config.json.tmp-x1y2.tmp").write_text("left by a crash")  # not carried over
     tiny_model(1).save(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert same_weights(Llama.load(folder), tiny_model(1))
@@ -212,7 +218,7 @@ def test_a_crash_between_the_two_renames_still_loads_a_complete_checkpoint(tmp_p
 
 
 def _save_repeatedly(folder: str, seed: int, barrier, times: int) -> None:
-    model = tiny_model(seed)
+    model = tiny_model(seed, **RACERS[seed])
     barrier.wait()
     for _ in range(times):
         model.save(folder)
@@ -220,18 +226,18 @@ def _save_repeatedly(folder: str, seed: int, barrier, times: int) -> None:
 
 
 def _load_repeatedly(folder: str, barrier, times: int, queue) -> None:
-    a, b = tiny_model(10), tiny_model(11)
+    a, b = (tiny_model(s, **RACERS[s]) for s in (10, 11))
     barrier.wait()
     seen = set()
     for _ in range(times):
-        m = Llama.load(folder)
-        seen.add("a" if same_weights(m, a) else "b" if same_weights(m, b) else "mix")
+        m = Llama.load(folder)  # a mix of two saves would raise a shape error here
+        seen.add("a" if m.config == a.config and same_weights(m, a) else "b" if same_weights(m, b) else "mix")
     queue.put(sorted(seen))
 
 
 def test_concurrent_saves_to_one_path_leave_one_complete_checkpoint(tmp_path):
     folder = tmp_path / "ckpt"
-    tiny_model(10).save(folder)
+    tiny_model(10, **RACERS[10]).save(folder)
     ctx = multiprocessing.get_context("fork")
     barrier, queue = ctx.Barrier(3), ctx.Queue()
     procs = [ctx.Process(target=_save_repeatedly, args=(str(folder), seed, barrier, 8)) for seed in (10, 11)]
@@ -242,11 +248,12 @@ def test_concurrent_saves_to_one_path_leave_one_complete_checkpoint(tmp_path):
         p.join(120)
         assert p.exitcode == 0
     seen = queue.get(timeout=5)
-    assert "mix" not in seen  # every read saw one complete checkpoint, old or new
+    assert seen and "mix" not in seen  # every read saw one complete checkpoint, old or new
     final = Llama.load(folder)
-    assert same_weights(final, tiny_model(10)) or same_weights(final, tiny_model(11))
+    models = [tiny_model(s, **RACERS[s]) for s in (10, 11)]
+    assert any(final.config == m.config and same_weights(final, m) for m in models)
     one = load_safetensors(tmp_path / "one.safetensors")
-    assert any(all(torch.equal(one[k], v) for k, v in tiny_model(s).hf_state_dict().items()) for s in (10, 11))
+    assert any(one.keys() == m.hf_state_dict().keys() and all(torch.equal(one[k], v) for k, v in m.hf_state_dict().items()) for m in models)
     assert leftovers(tmp_path) == []
 
 
@@ -288,13 +295,25 @@ def test_model_module_keeps_the_old_names(tmp_path):
 @pytest.fixture
 def no_real_model(monkeypatch):
     """Fail if Llama.load builds a real (allocated) model before the weights were checked."""
-    real_init = Llama.__init__
+    from llm_glossary import model as model_module
+
+    real_init, real_check = Llama.__init__, model_module.check_shapes
+    checked = []
+
+    def check(*args, **kwargs):
+        real_check(*args, **kwargs)
+        checked.append(True)
 
     def guarded(self, config):
-        assert torch.empty(0).device.type == "meta", "Llama.load allocated a model before checking the file"
+        on_meta = torch.empty(0).device.type == "meta"
+        assert on_meta or checked, "Llama.load allocated a model before checking the file"
         real_init(self, config)
 
-    return lambda: monkeypatch.setattr(Llama, "__init__", guarded)  # arm once the files exist
+    def arm():  # once the test's files exist
+        monkeypatch.setattr(Llama, "__init__", guarded)
+        monkeypatch.setattr(model_module, "check_shapes", check)
+
+    return arm
 
 
 def edited(tmp_path, name="ckpt", **changes) -> Path:
@@ -321,7 +340,11 @@ def test_load_checks_every_tensor_against_the_config_before_allocating(tmp_path,
         Llama.load(folder)
 
 
-def test_load_builds_on_the_meta_device_and_loads_in_place(tmp_path, no_real_model):
+@pytest.mark.parametrize("meta_above", [0, 10**9])  # a large model is built on the meta device
+def test_load_builds_after_checking_and_loads_in_place(tmp_path, no_real_model, monkeypatch, meta_above):
+    from llm_glossary import model as model_module
+
+    monkeypatch.setattr(model_module, "_META_ABOVE", meta_above)
     folder = tiny_model(0).save(tmp_path / "ckpt")
     expected = tiny_model(0)
     Llama(LlamaConfig(**{**TINY, "tie_embeddings": True})).save(tmp_path / "tied")
@@ -482,3 +505,32 @@ def test_llama_load_refuses_tensors_of_a_dtype_the_model_cannot_use(tmp_path):
     save_safetensors({k: v.to(torch.int32) for k, v in model.hf_state_dict().items()}, folder / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"model\.safetensors: tensors of dtype torch.int32; expected one of float32"):
         Llama.load(folder)
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral-tied"])
+def test_strict_validation_still_reads_a_transformers_save_pretrained_folder(tmp_path, kind):
+    transformers = pytest.importorskip("transformers")
+    sizes = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=32)
+    if kind == "llama":
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**sizes)).eval()
+    else:
+        config = transformers.MistralConfig(**sizes, sliding_window=8, tie_word_embeddings=True)
+        hf = transformers.MistralForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = Llama.load(tmp_path / "hf")
+    x = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-5, rtol=1e-4)
+    assert ours.config.tie_embeddings == (kind != "llama")
+
+
+def test_tokenizer_save_pretrained_swaps_both_files_in_and_keeps_the_model(tmp_path):
+    folder = tiny_model(0).save(tmp_path / "export")
+    tok = ByteFallbackBPE.train("aa bb aa bb ab", vocab_size=262 + 3)
+    tok.save_pretrained(folder)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert same_weights(Llama.load(folder), tiny_model(0))
+    assert ByteFallbackBPE.from_hf(folder / "tokenizer.json").encode("aa bb") == tok.encode("aa bb")
+    assert leftovers(tmp_path) == []

@@ -83,11 +83,11 @@ def test_unimportable_symbol_fails(glossary_hook):
 
 def test_hover_matches_before_korean_particles(glossary_hook):
     glossary = glossary_hook.Glossary([glossary_hook.parse_term(_entry(), "gqa.yml")])
-    html = "<p>GQA를 쓰면 캐시가 줄고, GQA는 빠릅니다. GQAX is another word.</p>"
+    html = "<p>GQAX is another word. GQA를 쓰면 캐시가 줄고, GQA는 빠릅니다.</p>"
     out = glossary_hook.annotate_html(html, glossary, "ko")
-    assert out.count("<abbr") == 2
-    assert "</abbr>를" in out and "</abbr>는" in out
-    assert "GQAX is" in out and "<abbr title" not in out.split("GQAX")[0][-20:]
+    assert out.count("<abbr") == 1  # the first mention only
+    assert "</abbr>를" in out and " GQA는" in out
+    assert out.startswith("<p>GQAX is")
     assert "쿼리 헤드 여러 개가" in out  # the Korean definition on a Korean page
     assert "groups of query heads" in glossary_hook.annotate_html(html, glossary, "en")
 
@@ -102,6 +102,27 @@ def test_hover_leaves_code_links_headings_and_math_alone(glossary_hook):
     )
     out = glossary_hook.annotate_html(html, glossary, "en")
     assert out.count("<abbr") == 1 and out.endswith("<pre><code>GQA = 1</code></pre>")
+    assert "</span> <abbr" in out  # the mention in running text, after the skipped ones
+
+
+def test_hover_marks_running_text_only_once_and_never_citations_tables_or_the_own_page(glossary_hook):
+    glossary = glossary_hook.Glossary([glossary_hook.parse_term(_entry(), "gqa.yml")])
+    html = textwrap.dedent(
+        """\
+        <table><tr><td>GQA</td></tr></table>
+        <blockquote><p>GQA quoted</p></blockquote>
+        <p><cite>GQA: Training Generalized Multi-Query Transformer Models</cite></p>
+        <p class="admonition-title">GQA note</p>
+        <p>Running text: GQA here, GQA again.</p>
+        <h2 id="sources">Sources</h2>
+        <ul><li>Ainslie et al., GQA: Training ... (2023)</li></ul>
+        <div class="footnote"><p>GQA</p></div>"""
+    )
+    out = glossary_hook.annotate_html(html, glossary, "en", page_slug="self-attention")
+    assert out.count("<abbr") == 1
+    assert "Running text: <abbr" in out and "</abbr> here, GQA again" in out
+    # on the term's own page nothing is marked: the page is the definition
+    assert "<abbr" not in glossary_hook.annotate_html(html, glossary, "en", page_slug="gqa")
 
 
 def test_index_is_generated_in_each_language(glossary_hook):

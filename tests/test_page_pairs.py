@@ -1,9 +1,12 @@
 """The Korean and English page of a pair run the same code and have the same outline.
 
 Only prose, comments and string literals (labels, printed captions) may differ between the
-two languages; every executed block, its options and every heading level must match.
+two languages; every executed block, its options and every heading level must match. Code is
+compared as syntax trees, so line wrapping (parentheses, a trailing comma) may differ where a
+longer caption in one language needs a break.
 """
 
+import ast
 import io
 import re
 import tokenize
@@ -18,8 +21,28 @@ SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokeni
 STRINGS = {tokenize.STRING} | {getattr(tokenize, n) for n in ("FSTRING_START", "FSTRING_MIDDLE", "FSTRING_END") if hasattr(tokenize, n)}
 
 
+class _Strings(ast.NodeTransformer):
+    """Every string literal, f-strings included, becomes the name STR."""
+
+    def visit_JoinedStr(self, node):
+        return ast.copy_location(ast.Name("STR", ast.Load()), node)
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, str):
+            return ast.copy_location(ast.Name("STR", ast.Load()), node)
+        return node
+
+
 def code_shape(code: str) -> list[str]:
-    """The tokens of a code block, with comments dropped and each run of string pieces as one "STR"."""
+    """A code block's syntax tree with every string as "STR" (comments and layout do not count).
+
+    Blocks that are not Python on their own (snippet markers) fall back to their tokens, with
+    comments dropped and each run of string pieces as one "STR".
+    """
+    try:
+        return [ast.dump(_Strings().visit(ast.parse(code)))]
+    except SyntaxError:
+        pass
     out: list[str] = []
     for tok in tokenize.generate_tokens(io.StringIO(code).readline):
         if tok.type in SKIP:
@@ -45,6 +68,9 @@ PAIRS = sorted(p.name[: -len(".ko.md")] for p in DOCS.glob("*.ko.md"))
 def test_code_shape_sees_code_but_not_comments_or_strings():
     assert code_shape('x = f(1)  # 설명\nprint("안녕")') == code_shape('x = f(1)  # note\nprint("hello")')
     assert code_shape("x = f(1)") != code_shape("x = f(2)")
+    assert code_shape('f(\n    "a "\n    "b",\n)') == code_shape('f("긴 설명")')
+    assert code_shape("assert (\n    x == 1\n)") == code_shape("assert x == 1")
+    assert code_shape("assert x == 1") != code_shape("assert x != 1")
 
 
 @pytest.mark.parametrize("slug", PAIRS)

@@ -5,35 +5,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-MKDOCS = [sys.executable, "-m", "mkdocs"]
-
-
-def _build(cwd: Path, out: Path, config: Path | None = None) -> subprocess.CompletedProcess:
-    # Never `-q`: it drops the warning count and lets a strict build pass with failing blocks.
-    cmd = [*MKDOCS, "build", "--strict", "--clean", "-d", str(out)]
-    if config is not None:
-        cmd += ["-f", str(config)]
-    # The build starts cold: the walkthrough trains for real, in an empty cache folder.
-    cache = tempfile.mkdtemp(prefix="llm-glossary-cache-")
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "LLM_GLOSSARY_CACHE_DIR": cache}
-    env.pop("LLM_GLOSSARY_NO_CACHE", None)
-    try:
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=1200)
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def site(root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("site")
-    result = _build(root, out)
-    assert result.returncode == 0, f"strict site build failed:\n{result.stdout[-5000:]}\n{result.stderr[-15000:]}"
-    return out
+from conftest import build_site as _build  # the `site` fixture (the strict build) lives in conftest.py
 
 
 def _page(site: Path, lang: str, slug: str) -> str:
@@ -49,8 +25,23 @@ def test_rmsnorm_page_shows_executed_values_in_both_languages(site):
 
 
 def test_korean_particle_after_a_term_gets_the_hover_definition(site):
+    found = [
+        (path.parent.name, m.group(1))
+        for path in site.glob("*/index.html")
+        for m in re.finditer(r'<abbr title="[^"]*">([A-Za-z][A-Za-z0-9 -]*)</abbr>[가-힣]', path.read_text("utf-8"))
+    ]
+    assert found, "no Latin term right before a Korean particle got its hover definition"
+
+
+def test_terms_are_marked_once_per_page_and_not_on_their_own_page(site):
     html = _page(site, "ko", "rmsnorm")
-    assert re.search(r'<abbr title="[^"]*RMSNorm[^"]*">RMSNorm</abbr>은', html)
+    assert "RMSNorm은" in html and "<abbr" not in html.split("<article", 1)[1]
+    for lang in ("ko", "en"):
+        for path in (site if lang == "ko" else site / "en").glob("*/index.html"):
+            marked = re.findall(r'<abbr title="([^"]*)">', path.read_text("utf-8"))
+            assert len(marked) == len(set(marked)), f"{lang}/{path.parent.name}: a term is marked twice"
+    home = (site / "index.html").read_text("utf-8")
+    assert "<abbr" not in home.split("<table", 1)[1].split("</table>", 1)[0]
 
 
 def test_headings_keep_hangul_anchors(site):
@@ -92,7 +83,7 @@ def test_glossary_index_lists_every_term_in_both_languages(site, glossary_hook, 
 
 _REMOTE = re.compile(
     r"""<(?:script|img|iframe|source|audio|video)\b[^>]*\ssrc=["'](?:https?:)?//"""
-    r"""|<link\b[^>]*\shref=["'](?:https?:)?//"""
+    r"""|<link\b(?![^>]*\srel=["']canonical["'])[^>]*\shref=["'](?:https?:)?//"""  # a canonical URL is no request
     r"""|url\(\s*["']?(?:https?:)?//"""
     r"""|@import\s+["'](?:https?:)?//""",
     re.I,
@@ -132,7 +123,7 @@ def test_a_planted_failing_block_fails_the_build(root, tmp_path):
     work.mkdir()
     for name in ("mkdocs.yml",):
         shutil.copy2(root / name, work / name)
-    for name in ("docs", "glossary", "hooks"):
+    for name in ("docs", "glossary", "hooks", "templates"):
         shutil.copytree(root / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     (work / "src").symlink_to(root / "src")
     block = '```python exec="on" session="{lang}-planted"\nvalue = 1 + 1\nassert value == 3, "planted failure"\n```\n'
@@ -162,6 +153,9 @@ EXECUTED_VALUES = {
     "hyangga": ["<0xE6>", "<0xE1>"],  # byte pieces of 東 and of the archaic jamo
     "matrix-vs-array": ["[[1, 4], [9, 16]]", "[[7, 10], [15, 22]]", "PendingDeprecationWarning"],
     "llama3-training": ["8,030,261,248", "7.2"],
+    # the seed's quote named by code point; (ln(1 + 4004·e^-10) + ln 4005) / 2 = 4.2312, the mean of
+    # per-dialog means when one reply is predicted with logit 10 and the other uniformly over 4005 ids
+    "dialog-format": ["line 1, column 2: typographic quote “ (U+201C", "4.2312"],
 }
 
 

@@ -850,3 +850,36 @@ def test_two_ddp_processes_match_one_process(tmp_path, tok):
     assert read_trainer_state(tmp_path / "ckpt" / "step-00000003")["world_size"] == 2
     # and a resumed DDP run ends bit-identical to the uninterrupted DDP run, on both processes
     assert [json.loads((tmp_path / f"resumed-{r}.json").read_text()) for r in (0, 1)] == [True, True]
+
+
+# ---------------------------------------------------------------------- data order
+
+
+def test_each_epoch_is_a_permutation_and_process_shares_make_the_global_batch():
+    from llm_glossary.train import _Order
+
+    cfg = small_config(batch_size=8, micro_batch_size=2)
+    one = _Order(50, cfg, 1, 0)  # 50 examples: 6 steps per epoch, 2 left out
+    two = [_Order(50, cfg, 2, r) for r in (0, 1)]
+    seen = []
+    for step in range(1, 7):
+        epoch, batch = one.indices(step)
+        assert epoch == 0 and len(batch) == 8
+        shares = [o.indices(step)[1] for o in two]
+        assert sorted(shares[0] + shares[1]) == sorted(batch)  # the same global batch
+        seen += batch
+    assert len(set(seen)) == 48  # no example twice in an epoch
+    assert one.indices(7)[0] == 1 and one.indices(7)[1] != one.indices(1)[1]  # a new order
+
+
+def test_pretraining_windows_are_next_token_pairs():
+    from llm_glossary.train import _Windows
+
+    tokens = pattern_tokens(400)
+    windows = _Windows(tokens, 16, seed=0)
+    offsets = {windows.offset(e) for e in range(8)}
+    assert len(offsets) > 1 and all(0 <= o < 16 for o in offsets)  # epochs start at other places
+    for epoch in range(3):
+        inputs, targets = windows.batch(list(range(windows.n)), epoch)  # every window fits
+        assert torch.equal(targets[:, :-1], inputs[:, 1:])  # the target is the next token
+        assert torch.equal(targets, (inputs + 1) % 37)  # (the pattern's rule)

@@ -49,10 +49,13 @@ IMPLS = ("auto", "reference", "fast")
 
 
 # --8<-- [start:masks]
-def causal_mask(T: int, S: int | None = None, *, device: torch.device | str | None = None) -> torch.Tensor:
-    """Boolean (T, S) mask: query i (at position S − T + i) sees keys 0 .. S − T + i.
+def causal_mask(
+    T: int, S: int | None = None, *, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Boolean (T, S) mask: query i (at position S − T + i) sees keys 0 .. S − T
+    + i.
 
-    Example:
+    Examples:
         >>> causal_mask(3).int()
         tensor([[1, 0, 0],
                 [1, 1, 0],
@@ -62,18 +65,27 @@ def causal_mask(T: int, S: int | None = None, *, device: torch.device | str | No
     _positive_int(T, "T")
     _positive_int(S, "S")
     if S < T:
-        raise ValueError(f"need at least as many keys as queries, got T={T}, S={S}")
+        raise ValueError(
+            f"need at least as many keys as queries, got T={T}, S={S}"
+        )
     query_pos = torch.arange(S - T, S, device=device).unsqueeze(1)  # (T, 1)
     key_pos = torch.arange(S, device=device).unsqueeze(0)  # (1, S)
     return key_pos <= query_pos
 
 
-def sliding_window_mask(T: int, window: int, S: int | None = None, *, device: torch.device | str | None = None) -> torch.Tensor:
+def sliding_window_mask(
+    T: int,
+    window: int,
+    S: int | None = None,
+    *,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Boolean (T, S) mask: query at position i sees keys j with i − W < j ≤ i.
 
-    Every row sees at most W keys, and a row's keys always end at the query itself.
+    Every row sees at most W keys, and a row's keys always end at the query
+    itself.
 
-    Example:
+    Examples:
         >>> sliding_window_mask(5, 3).int()
         tensor([[1, 0, 0, 0, 0],
                 [1, 1, 0, 0, 0],
@@ -89,13 +101,17 @@ def sliding_window_mask(T: int, window: int, S: int | None = None, *, device: to
     return mask & (key_pos > query_pos - window)
 
 
-def block_local_mask(T: int, block: int, *, device: torch.device | str | None = None) -> torch.Tensor:
-    """Boolean (T, T) mask of block-local causal attention, for contrast with a sliding window.
+def block_local_mask(
+    T: int, block: int, *, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Boolean (T, T) mask of block-local causal attention, for contrast with a
+    sliding window.
 
-    The sequence is cut into blocks of ``block`` tokens; a query sees the earlier keys of
-    its own block only. The first token of every block sees nothing before it.
+    The sequence is cut into blocks of ``block`` tokens; a query sees the
+    earlier keys of its own block only. The first token of every block sees
+    nothing before it.
 
-    Example:
+    Examples:
         >>> block_local_mask(5, 3).int()
         tensor([[1, 0, 0, 0, 0],
                 [1, 1, 0, 0, 0],
@@ -116,11 +132,13 @@ def block_local_mask(T: int, block: int, *, device: torch.device | str | None = 
 
 # --8<-- [start:repeat_kv]
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """Give every query head its key/value head: (B, Hkv, S, D) -> (B, Hkv · n_rep, S, D).
+    """Give every query head its key/value head: (B, Hkv, S, D) -> (B, Hkv ·
+    n_rep, S, D).
 
-    Query head h uses key/value head h // n_rep, so each key/value head is repeated
-    n_rep times *in place* (``repeat_interleave``), not the whole stack tiled
-    (``repeat``), which would pair query head h with key/value head h % Hkv.
+    Query head h uses key/value head h // n_rep, so each key/value head is
+    repeated n_rep times *in place* (``repeat_interleave``), not the whole stack
+    tiled (``repeat``), which would pair query head h with key/value head h %
+    Hkv.
     """
     _positive_int(n_rep, "n_rep")
     if n_rep == 1:
@@ -194,18 +212,23 @@ def attention_reference(
     window: int | None = None,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """softmax(Q Kᵀ / √D + mask) V, written out step by step (the version the pages show)."""
+    """softmax(Q Kᵀ / √D + mask) V, written out step by step (the version the
+    pages show)."""
     _check_qkv(q, k, v, causal, window)
     B, Hq, T, D = q.shape
     S = k.shape[2]
-    scale = _check_scale(scale, D)
-    k = repeat_kv(k, Hq // k.shape[1])  # (B, Hq, S, D): each group's shared head
+    scale = _check_scale(scale, D)  # 1/√D unless given
+    # (B, Hq, S, D): each group's shared head
+    k = repeat_kv(k, Hq // k.shape[1])
     v = repeat_kv(v, Hq // v.shape[1])  # (B, Hq, S, D)
-    scores = (q @ k.transpose(-2, -1)) * scale  # (B, Hq, T, S): one score per query-key pair
+    # (B, Hq, T, S): one score per query-key pair
+    scores = (q @ k.transpose(-2, -1)) * scale
     mask = _mask(T, S, causal, window, q.device)  # (T, S), True = may attend
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))  # hidden keys get weight exp(-inf) = 0
-    weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # (B, Hq, T, S), rows sum to 1
+        # hidden keys get weight exp(-inf) = 0
+        scores = scores.masked_fill(~mask, float("-inf"))
+    # (B, Hq, T, S), rows sum to 1
+    weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     return weights @ v  # (B, Hq, T, D): weighted average of the value vectors
 # --8<-- [end:reference]
 
@@ -216,12 +239,15 @@ def _sdpa(q, k, v, mask, is_causal, scale):
 
 
 # --8<-- [start:sliding_chunks]
-def _sliding_window_chunked(q, k, v, window: int, scale: float, chunk: int) -> torch.Tensor:
-    """Sliding-window attention in query chunks: time and memory grow with T·W, not T·S.
+def _sliding_window_chunked(
+    q, k, v, window: int, scale: float, chunk: int
+) -> torch.Tensor:
+    """Sliding-window attention in query chunks: time and memory grow with T·W,
+    not T·S.
 
-    A chunk of queries at positions p0 .. p1 − 1 needs only the keys p0 − W + 1 .. p1 − 1,
-    so each step multiplies a (chunk × (chunk + W − 1)) block; the T × S score matrix is
-    never built.
+    A chunk of queries at positions p0 .. p1 − 1 needs only the keys p0 − W + 1
+    .. p1 − 1, so each step multiplies a (chunk × (chunk + W − 1)) block; the T
+    × S score matrix is never built.
     """
     B, Hq, T, D = q.shape
     S = k.shape[2]
@@ -229,11 +255,15 @@ def _sliding_window_chunked(q, k, v, window: int, scale: float, chunk: int) -> t
     out = q.new_empty(B, Hq, T, D)
     for t0 in range(0, T, chunk):
         t1 = min(t0 + chunk, T)
-        p0, p1 = offset + t0, offset + t1  # absolute positions of this chunk's queries
+        # absolute positions of this chunk's queries
+        p0, p1 = offset + t0, offset + t1
         s0 = max(0, p0 - window + 1)  # first key any of them can see
-        # keys s0 .. p1 - 1, the chunk's queries being the last t1 - t0 of them: (c, c + W - 1) at most
+        # keys s0 .. p1 - 1, the chunk's queries being the last t1 - t0 of
+        # them: (c, c + W - 1) at most
         mask = sliding_window_mask(t1 - t0, window, p1 - s0, device=q.device)
-        out[:, :, t0:t1] = _sdpa(q[:, :, t0:t1], k[:, :, s0:p1], v[:, :, s0:p1], mask, False, scale)
+        out[:, :, t0:t1] = _sdpa(
+            q[:, :, t0:t1], k[:, :, s0:p1], v[:, :, s0:p1], mask, False, scale
+        )
     return out
 # --8<-- [end:sliding_chunks]
 
@@ -299,7 +329,7 @@ def attention(
     Raises:
         ValueError: wrong ranks or sizes, Hq not a multiple of Hkv, S < T, window ≤ 0.
 
-    Example:
+    Examples:
         >>> q = k = v = torch.ones(1, 1, 2, 4)
         >>> attention(q, k, v).shape
         torch.Size([1, 1, 2, 4])
@@ -326,10 +356,11 @@ def _check_kv_step(cache, k: torch.Tensor, v: torch.Tensor) -> None:
 
 # --8<-- [start:kv_cache]
 class KVCache:
-    """Keys and values of every past position, so decoding computes only the new token's.
+    """Keys and values of every past position, so decoding computes only the new
+    token's.
 
-    A preallocated (B, Hkv, max_len, D) buffer for keys and one for values; ``update``
-    writes the new positions and returns all keys and values so far.
+    A preallocated (B, Hkv, max_len, D) buffer for keys and one for values;
+    ``update`` writes the new positions and returns all keys and values so far.
 
     Args:
         batch: B, sequences decoded together.
@@ -340,22 +371,39 @@ class KVCache:
         device: device of the buffers.
     """
 
-    def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        batch: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.batch = _positive_int(batch, "batch")
         self.n_kv_heads = _positive_int(n_kv_heads, "n_kv_heads")
         self.max_len = _positive_int(max_len, "max_len")
         self.head_dim = _positive_int(head_dim, "head_dim")
-        self.k = torch.zeros(batch, n_kv_heads, max_len, head_dim, dtype=dtype, device=device)
+        self.k = torch.zeros(
+            batch, n_kv_heads, max_len, head_dim, dtype=dtype, device=device
+        )
         self.v = torch.zeros_like(self.k)
         self.length = 0  # positions stored so far = position of the next token
         self.window = None
 
-    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append (B, Hkv, t, D) keys and values; return all (B, Hkv, length, D) so far."""
+    def update(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append (B, Hkv, t, D) keys and values; return all (B, Hkv, length, D)
+        so far."""
         _check_kv_step(self, k, v)
         t = k.shape[2]
         if self.length + t > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions: cannot add {t} to the {self.length} stored")
+            raise ValueError(
+                f"KV cache holds {self.max_len} positions: cannot add {t} to "
+                f"the {self.length} stored"
+            )
         self.k[:, :, self.length : self.length + t] = k
         self.v[:, :, self.length : self.length + t] = v
         self.length += t
@@ -368,36 +416,56 @@ class KVCache:
 
 # --8<-- [start:rolling_cache]
 class RollingKVCache:
-    """A rolling buffer of W slots for sliding-window attention (Mistral 7B's cache).
+    """A rolling buffer of W slots for sliding-window attention (Mistral 7B's
+    cache).
 
-    Position i is kept in slot i mod W, overwriting position i − W, which no later query
-    can see. Memory stays W positions however long the text grows. ``update`` returns the
-    keys and values the new queries can see, oldest first, so ``attention(..., window=W)``
-    gives the same result as recomputing the whole sequence.
+    Position i is kept in slot i mod W, overwriting position i − W, which no
+    later query can see. Memory stays W positions however long the text grows.
+    ``update`` returns the keys and values the new queries can see, oldest
+    first, so ``attention(..., window=W)`` gives the same result as recomputing
+    the whole sequence.
     """
 
-    def __init__(self, batch: int, n_kv_heads: int, window: int, head_dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        batch: int,
+        n_kv_heads: int,
+        window: int,
+        head_dim: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.batch = _positive_int(batch, "batch")
         self.n_kv_heads = _positive_int(n_kv_heads, "n_kv_heads")
         self.window = _positive_int(window, "window")
         self.head_dim = _positive_int(head_dim, "head_dim")
-        self.k = torch.zeros(batch, n_kv_heads, window, head_dim, dtype=dtype, device=device)
+        self.k = torch.zeros(
+            batch, n_kv_heads, window, head_dim, dtype=dtype, device=device
+        )
         self.v = torch.zeros_like(self.k)
         self.length = 0  # positions seen so far = position of the next token
 
     def slots(self, positions: torch.Tensor) -> torch.Tensor:
         return positions % self.window  # position i lives in slot i mod W
 
-    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add t new positions; return (B, Hkv, m + t, D): the m ≤ W − 1 cached ones before them, then the new ones."""
+    def update(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add t new positions; return (B, Hkv, m + t, D): the m ≤ W − 1 cached
+        ones before them, then the new ones."""
         _check_kv_step(self, k, v)
         t, W = k.shape[2], self.window
-        m = min(self.length, W - 1)  # older positions the first new query can still see
+        # older positions the first new query can still see
+        m = min(self.length, W - 1)
         old = torch.arange(self.length - m, self.length, device=self.k.device)
-        keys = torch.cat([self.k[:, :, self.slots(old)], k], dim=2)  # oldest first
+        # oldest first
+        keys = torch.cat([self.k[:, :, self.slots(old)], k], dim=2)
         values = torch.cat([self.v[:, :, self.slots(old)], v], dim=2)
         keep = min(t, W)  # only the last W new positions stay in the buffer
-        new = torch.arange(self.length + t - keep, self.length + t, device=self.k.device)
+        new = torch.arange(
+            self.length + t - keep, self.length + t, device=self.k.device
+        )
         self.k[:, :, self.slots(new)] = k[:, :, t - keep :]
         self.v[:, :, self.slots(new)] = v[:, :, t - keep :]
         self.length += t
@@ -411,8 +479,9 @@ class RollingKVCache:
 def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, batch: int = 1, bytes_per_value: int = 2) -> int:
     """Bytes of a full KV cache: 2 (K and V) × layers × Hkv × D × tokens × batch × bytes.
 
-    Example:
-        >>> kv_cache_bytes(32, 8, 128, 8192) / 2**30  # Llama 3 8B, 8K tokens, bf16
+    Examples:
+        >>> # Llama 3 8B, 8K tokens, bf16
+        >>> kv_cache_bytes(32, 8, 128, 8192) / 2**30
         1.0
     """
     for name, value in (("n_layers", n_layers), ("n_kv_heads", n_kv_heads), ("head_dim", head_dim), ("seq_len", seq_len), ("batch", batch), ("bytes_per_value", bytes_per_value)):
@@ -425,15 +494,18 @@ def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, 
 
 # --8<-- [start:self_attention]
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with grouped key/value heads, RoPE and an optional window.
+    """Multi-head self-attention with grouped key/value heads, RoPE and an
+    optional window.
 
-    Q, K and V are three learned projections of the same input x. Parameter names follow
-    Hugging Face Llama/Mistral (q_proj, k_proj, v_proj, o_proj), so weights load by name.
+    Q, K and V are three learned projections of the same input x. Parameter
+    names follow Hugging Face Llama/Mistral (q_proj, k_proj, v_proj, o_proj), so
+    weights load by name.
 
     Args:
         dim: model width C.
         n_heads: query heads Hq; head size D = C / Hq.
-        n_kv_heads: key/value heads Hkv (default Hq); Hq must be a multiple of it.
+        n_kv_heads: key/value heads Hkv (default Hq); Hq must be a multiple of
+            it.
         window: sliding window W, or None for full causal attention.
         rope_theta: RoPE base, or None for no rotary embedding.
         bias: add biases to the projections (Llama: no).
@@ -452,11 +524,20 @@ class SelfAttention(nn.Module):
         super().__init__()
         _positive_int(dim, "dim")
         _positive_int(n_heads, "n_heads")
-        n_kv_heads = n_heads if n_kv_heads is None else _positive_int(n_kv_heads, "n_kv_heads")
+        n_kv_heads = (
+            n_heads
+            if n_kv_heads is None
+            else _positive_int(n_kv_heads, "n_kv_heads")
+        )
         if dim % n_heads:
-            raise ValueError(f"dim={dim} must be divisible by n_heads={n_heads}")
+            raise ValueError(
+                f"dim={dim} must be divisible by n_heads={n_heads}"
+            )
         if n_heads % n_kv_heads:
-            raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
+            raise ValueError(
+                f"n_heads={n_heads} must be a multiple of "
+                f"n_kv_heads={n_kv_heads}"
+            )
         if window is not None:
             _positive_int(window, "window")
         if rope_theta is not None:
@@ -470,13 +551,30 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(n_heads * self.head_dim, dim, bias=bias)
 
-    def new_cache(self, batch: int, max_len: int, *, dtype=None, device=None) -> KVCache | RollingKVCache:
-        """An empty cache for decoding: rolling (W slots) when windowed and W < max_len."""
+    def new_cache(
+        self, batch: int, max_len: int, *, dtype=None, device=None
+    ) -> KVCache | RollingKVCache:
+        """An empty cache for decoding: rolling (W slots) when windowed and W <
+        max_len."""
         dtype = dtype or self.q_proj.weight.dtype
         device = device or self.q_proj.weight.device
         if self.window is not None and self.window < max_len:
-            return RollingKVCache(batch, self.n_kv_heads, self.window, self.head_dim, dtype=dtype, device=device)
-        return KVCache(batch, self.n_kv_heads, max_len, self.head_dim, dtype=dtype, device=device)
+            return RollingKVCache(
+                batch,
+                self.n_kv_heads,
+                self.window,
+                self.head_dim,
+                dtype=dtype,
+                device=device,
+            )
+        return KVCache(
+            batch,
+            self.n_kv_heads,
+            max_len,
+            self.head_dim,
+            dtype=dtype,
+            device=device,
+        )
 
     def forward(
         self,
@@ -489,27 +587,58 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         """(B, T, C) -> (B, T, C). With a cache, x holds only the new tokens.
 
-        ``rope`` may pass precomputed (cos, sin) from ``position.rope_cos_sin`` for these
-        positions, so a model computes them once instead of once per layer.
+        ``rope`` may pass precomputed (cos, sin) from ``position.rope_cos_sin``
+        for these positions, so a model computes them once instead of once per
+        layer.
         """
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"SelfAttention expects x of shape (B, T, {self.dim}), got {got}")
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.dim() != 3
+            or x.shape[-1] != self.dim
+        ):
+            got = (
+                tuple(x.shape)
+                if isinstance(x, torch.Tensor)
+                else type(x).__name__
+            )
+            raise ValueError(
+                f"SelfAttention expects x of shape (B, T, {self.dim}), got "
+                f"{got}"
+            )
         B, T, C = x.shape
         start = cache.length if cache is not None else 0
         if positions is None:
             positions = torch.arange(start, start + T, device=x.device)  # (T,)
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        # (B, Hq, T, D)
+        q = (
+            self.q_proj(x)
+            .view(B, T, self.n_heads, self.head_dim)
+            .transpose(1, 2)
+        )
+        # (B, Hkv, T, D)
+        k = (
+            self.k_proj(x)
+            .view(B, T, self.n_kv_heads, self.head_dim)
+            .transpose(1, 2)
+        )
+        # (B, Hkv, T, D)
+        v = (
+            self.v_proj(x)
+            .view(B, T, self.n_kv_heads, self.head_dim)
+            .transpose(1, 2)
+        )
         if rope is not None:
-            q, k = rotate(q, *rope), rotate(k, *rope)  # rotate by position (precomputed angles)
+            # rotate by position (precomputed angles)
+            q, k = rotate(q, *rope), rotate(k, *rope)
         elif self.rope_theta is not None:
             q = apply_rope(q, positions, self.rope_theta)  # rotate by position
             k = apply_rope(k, positions, self.rope_theta)
         if cache is not None:
-            k, v = cache.update(k, v)  # (B, Hkv, S, D): the past and the new keys
-        y = attention(q, k, v, causal=True, window=self.window, impl=impl)  # (B, Hq, T, D)
-        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # heads side by side
+            # (B, Hkv, S, D): the past and the new keys
+            k, v = cache.update(k, v)
+        # (B, Hq, T, D)
+        y = attention(q, k, v, causal=True, window=self.window, impl=impl)
+        # heads side by side
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.o_proj(y)  # (B, T, C)
 # --8<-- [end:self_attention]

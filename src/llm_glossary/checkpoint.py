@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import glob
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -191,12 +193,15 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+_LEFTOVER = re.compile(r"^\..+\.(tmp|new|old)-")  # the hidden names the writers here use
+
+
 def _carry_over(old: Path, new: Path) -> None:
     """Bring every entry of ``old`` that ``new`` lacks into ``new`` (hard links where possible)."""
     for entry in old.iterdir():
         target = new / entry.name
-        if target.exists() or target.is_symlink() or entry.name.startswith(f".{new.name}"):
-            continue
+        if target.exists() or target.is_symlink() or _LEFTOVER.match(entry.name):
+            continue  # written anew, or a temporary name of an interrupted write
         if entry.is_dir() and not entry.is_symlink():
             shutil.copytree(entry, target, symlinks=True, copy_function=_link_or_copy)
         else:
@@ -260,10 +265,11 @@ def atomic_folder(path: str | Path, *, carry_over: bool = False) -> Iterator[Pat
       both complete folders beside it, and ``resolve_folder(path)`` (which ``Llama.load``
       uses) returns the newest ``.NAME.new-*``.
 
-    A reader who opens several files of the folder can still straddle a swap (config.json from
-    the old folder, weights from the new one): ``read_folder`` retries such a read, so it
-    returns what one complete folder holds. Two concurrent writers each swap in a complete
-    folder; the last one wins. Leftovers of a crash are hidden names (``.NAME.tmp-*``: never
+    A reader that opens the folder's files one by one by path could still straddle a swap
+    (config.json from the old folder, weights from the new one); ``read_folder`` (which
+    ``Llama.load`` uses) prevents that: on Linux it holds the folder open so every file comes
+    from the same one, elsewhere it repeats a read during which the folder changed. Two
+    concurrent writers each swap in a complete folder; the last one wins. Leftovers of a crash are hidden names (``.NAME.tmp-*``: never
     complete; ``.NAME.new-*`` / ``.NAME.old-*``: complete) that may be deleted at any time.
 
     Args:
@@ -306,8 +312,8 @@ def resolve_folder(path: str | Path) -> Path:
     if path.exists():
         raise CheckpointError(f"{path}: is a file, expected a checkpoint folder")
     if path.parent.is_dir():
-        left = [p for p in path.parent.glob(_temp_name(path, "new") + "*") if p.is_dir()]
-        left = left or [p for p in path.parent.glob(_temp_name(path, "old") + "*") if p.is_dir()]
+        left = [p for p in path.parent.glob(glob.escape(_temp_name(path, "new")) + "*") if p.is_dir()]
+        left = left or [p for p in path.parent.glob(glob.escape(_temp_name(path, "old")) + "*") if p.is_dir()]
         if left:
             return max(left, key=lambda p: p.stat().st_mtime_ns)
     raise CheckpointError(f"{path}: no such file or folder")
@@ -452,12 +458,13 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], int]:
+def _read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], os.stat_result]:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, expected a safetensors file")
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            stat = os.fstat(f.fileno())  # of the very file read here (its inode identifies it)
+            size = stat.st_size
             first = f.read(8)
             if len(first) < 8:
                 raise CheckpointError(f"{path}: too short to be a safetensors file ({size} bytes)")
@@ -509,7 +516,7 @@ def _read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], int
         position = info.end
     if position != data_len:
         raise CheckpointError(f"{path}: {data_len - position} bytes after the last tensor: not a valid safetensors file")
-    return infos, metadata, size
+    return infos, metadata, stat
 
 
 def read_safetensors_header(path: str | Path) -> dict[str, TensorInfo]:
@@ -570,8 +577,7 @@ def load_safetensors(path: str | Path, *, expected: dict[str, tuple[int, ...]] |
 
     path = Path(path)
     for _ in range(5):
-        infos, _meta, _size = _read_header(path)
-        ino = os.stat(path).st_ino
+        infos, _meta, stat = _read_header(path)
         if expected is not None:
             check_shapes(infos, expected, str(path))
         out: dict[str, torch.Tensor] = {}
@@ -580,14 +586,17 @@ def load_safetensors(path: str | Path, *, expected: dict[str, tuple[int, ...]] |
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for name in infos:
                     out[name] = f.get_tensor(name)
-        except FileNotFoundError:
-            continue
+        except FileNotFoundError:  # deleted (its folder swapped out): read_folder reads again
+            raise CheckpointError(f"{path}: no such file") from None
         except (SafetensorError, OSError, RuntimeError, ValueError) as e:
             where = f"tensor {name!r}: " if name else ""
             raise CheckpointError(f"{path}: {where}{e}".splitlines()[0]) from None
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(path).st_ino == ino:
-                return out
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no such file") from None
+        if (now.st_dev, now.st_ino) == (stat.st_dev, stat.st_ino):
+            return out  # header and tensors came from the same file
     raise CheckpointError(f"{path}: the file was replaced during 5 reads in a row (a writer is busy)")
 
 

@@ -57,7 +57,7 @@ def corpus_lines(split: str = "train", lang: str | None = None) -> list[str]:
 def load_corpus(split: str = "train", lang: str | None = None) -> str:
     """The whole split as one string, paragraphs separated by newlines.
 
-    Example:
+    Examples:
         >>> text = load_corpus("train")
         >>> len(text.encode("utf-8")) > 200_000
         True

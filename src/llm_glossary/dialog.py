@@ -68,6 +68,7 @@ __all__ = [
     "schema_path",
     "chat_tokenizer",
     "render",
+    "render_template",
     "encode_dialog",
     "encode_prompt",
     "collate",
@@ -180,20 +181,29 @@ def chat_tokenizer(vocab_size: int = 4000) -> ByteFallbackBPE:
 
 
 # --8<-- [start:render]
-def render(messages: Dialog | Iterable, *, add_generation_prompt: bool = False) -> str:
+def render(
+    messages: Dialog | Iterable, *, add_generation_prompt: bool = False
+) -> str:
     """The conversation as one string in the Llama 3 chat layout.
 
-    ``<|begin_of_text|>``, then per message
-    ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``; the generation
-    prompt is the assistant header (with its blank line), where the model writes next.
+    ``<|begin_of_text|>``, then per message ``<|start_header_id|>``, the
+    role, ``<|end_header_id|>``, a blank line, the content, ``<|eot_id|>``.
+    The generation prompt is the assistant header with its blank line:
+    where the model writes next.
 
     Args:
-        messages: a :class:`Dialog`, or Messages, or ``{"role", "content"}`` dicts.
+        messages: a :class:`Dialog`, Messages, or ``{"role", "content"}``
+            dicts.
         add_generation_prompt: end with the assistant header.
 
     Examples:
-        >>> render([Message("user", "Hi!")], add_generation_prompt=True)
-        '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n'
+        >>> hi = [Message("user", "Hi!")]
+        >>> print(render(hi, add_generation_prompt=True))
+        <|begin_of_text|><|start_header_id|>user<|end_header_id|>
+        <BLANKLINE>
+        Hi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>
+        <BLANKLINE>
+        <BLANKLINE>
     """
     parts = [BEGIN_OF_TEXT]
     for m in _as_messages(messages):
@@ -220,6 +230,57 @@ CHAT_TEMPLATE = (
     "{{- '" + START_HEADER + "assistant" + END_HEADER + "\\n\\n' }}"
     "{%- endif %}"
 )
+
+
+def render_template(
+    messages: Dialog | Iterable, *, add_generation_prompt: bool = False, template: str = CHAT_TEMPLATE
+) -> tuple[str, list[tuple[int, int]]]:
+    """Render a Jinja chat template the way transformers does, with its generation spans.
+
+    Uses Jinja2's sandboxed environment with ``trim_blocks`` and ``lstrip_blocks`` (the
+    settings of transformers' ``apply_chat_template``) and a ``{% generation %}`` tag that
+    records the characters it wraps, which is what transformers turns into the assistant
+    mask. Jinja2 is a dependency of MkDocs, so pages can run this; the tests compare it
+    with transformers' own renderer.
+
+    Returns:
+        ``(text, spans)``: the rendered string and the ``(start, end)`` character spans of
+        the ``{% generation %}`` blocks.
+
+    Examples:
+        >>> text, spans = render_template([Message("user", "Hi"), Message("assistant", "Yo")])
+        >>> text == render([Message("user", "Hi"), Message("assistant", "Yo")])
+        True
+        >>> [text[a:b] for a, b in spans]
+        ['Yo<|eot_id|>']
+    """
+    import jinja2
+    from jinja2.ext import Extension
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    blocks: list[str] = []
+    spans: list[tuple[int, int]] = []
+
+    class Generation(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_mark"), [], [], body).set_lineno(lineno)
+
+        def _mark(self, caller):
+            text = caller()
+            start = len("".join(blocks))  # everything rendered before this block
+            spans.append((start, start + len(text)))
+            return text
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation])
+    as_dicts = [{"role": m.role, "content": m.content} for m in _as_messages(messages)]
+    for block in env.from_string(template).generate(
+            messages=as_dicts, add_generation_prompt=add_generation_prompt):
+        blocks.append(block)
+    return "".join(blocks), spans
 
 
 def _as_messages(messages: Dialog | Iterable) -> tuple[Message, ...]:
@@ -273,35 +334,42 @@ def _message_parts(m: Message, tokenizer: ByteFallbackBPE, ids4) -> tuple[list[i
 
 # --8<-- [start:encode_dialog]
 def encode_dialog(
-    dialog: Dialog | Iterable, tokenizer: ByteFallbackBPE, *, train_on: str = "assistant"
+    dialog: Dialog | Iterable,
+    tokenizer: ByteFallbackBPE,
+    *,
+    train_on: str = "assistant",
 ) -> tuple[list[int], list[int]]:
     """Token ids and labels of one conversation, encoded message by message.
 
     Args:
         dialog: a :class:`Dialog` or a sequence of messages.
-        tokenizer: a tokenizer with the chat special tokens (:func:`chat_tokenizer`).
-        train_on: ``"assistant"`` (every assistant message), ``"last"`` (the last assistant
-            message only) or ``"all"`` (every token).
+        tokenizer: a tokenizer with the chat special tokens
+            (:func:`chat_tokenizer`).
+        train_on: ``"assistant"`` (every assistant message), ``"last"``
+            (the last assistant message only) or ``"all"`` (every token).
 
     Returns:
-        ``(ids, labels)`` of equal length. ``labels[i]`` is ``ids[i]`` where the token is a
-        target and -100 elsewhere; a trained message contributes its content and its
-        ``<|eot_id|>``, never its header. The loss shifts by one position (the logits at
-        ``i`` predict ``labels[i + 1]``), as in Hugging Face.
+        ``(ids, labels)`` of equal length. ``labels[i]`` is ``ids[i]``
+        where the token is a target and -100 elsewhere. A trained message
+        contributes its content and its ``<|eot_id|>``, never its header.
+        The loss shifts by one position (the logits at ``i`` predict
+        ``labels[i + 1]``), as in Hugging Face.
 
     Examples:
         >>> tok = chat_tokenizer()
         >>> ids, labels = encode_dialog([Message("user", "Hi"),
         ...                              Message("assistant", "Hello")], tok)
-        >>> tok.decode([i for i, l in zip(ids, labels) if l != -100],
-        ...            skip_special=False)
+        >>> trained = [i for i, label in zip(ids, labels) if label != -100]
+        >>> tok.decode(trained, skip_special=False)
         'Hello<|eot_id|>'
     """
     if train_on not in TRAIN_ON:
-        raise ValueError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
+        raise ValueError(
+            f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
     messages = _as_messages(dialog)
     ids4 = _chat_ids(tokenizer)
-    last = max((k for k, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    assistant = [k for k, m in enumerate(messages) if m.role == "assistant"]
+    last = assistant[-1] if assistant else -1
     ids, labels = [ids4[0]], [IGNORE_INDEX]
     for k, m in enumerate(messages):
         header, content = _message_parts(m, tokenizer, ids4)
@@ -341,14 +409,15 @@ def encode_prompt(messages: Dialog | Iterable, tokenizer: ByteFallbackBPE) -> li
 # --8<-- [start:collate]
 @dataclass
 class Batch:
-    """A padded batch. Shapes (B, T); ``n_targets`` counts labels that a loss uses.
+    """A padded batch; tensors of shape (B, T).
 
     Attributes:
         input_ids: (B, T) long, right-padded with the pad id.
         labels: (B, T) long, -100 at padding and untrained positions.
         attention_mask: (B, T) bool, False at padding.
-        n_targets: positions ``t >= 1`` with ``labels[:, t] != -100``: the targets left
-            after the one-position shift (logits at ``t - 1`` predict ``labels[:, t]``).
+        n_targets: positions ``t >= 1`` with ``labels[:, t] != -100``:
+            the targets left after the one-position shift (the logits
+            at ``t - 1`` predict ``labels[:, t]``).
     """
 
     input_ids: Any
@@ -362,33 +431,26 @@ class Batch:
                      self.attention_mask.to(device), self.n_targets)
 
 
-def collate(examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int) -> Batch:
+def collate(
+    examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int
+) -> Batch:
     """Pad ``(ids, labels)`` pairs on the right into one :class:`Batch`.
 
     Args:
         examples: pairs as returned by :func:`encode_dialog`.
-        pad_id: the padding id (``tokenizer.pad_id``), never the end-of-turn id: a padded
-            ``<|eot_id|>`` would teach nothing, but a model that sees pad ids as
-            ``<|eot_id|>`` in its input can no longer tell the end of a turn from filler.
+        pad_id: the padding id (``tokenizer.pad_id``), never the
+            end-of-turn id: a model whose input holds ``<|eot_id|>`` as
+            filler cannot tell the end of a turn from padding, and labels
+            made by masking the pad id would erase every real end of turn.
 
     Examples:
-        >>> b = collate([([5, 6, 7], [-100, 6, 7]), ([5, 8], [-100, 8])], pad_id=0)
+        >>> b = collate([([5, 6, 7], [-100, 6, 7]), ([5, 8], [-100, 8])], 0)
         >>> b.input_ids.tolist(), b.labels.tolist(), b.n_targets
         ([[5, 6, 7], [5, 8, 0]], [[-100, 6, 7], [-100, 8, -100]], 3)
     """
     import torch
 
-    if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0:
-        raise ValueError(f"pad_id must be an int >= 0, got {pad_id!r}")
-    if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence) or not examples:
-        raise ValueError("examples must be a non-empty sequence of (ids, labels) pairs")
-    for k, ex in enumerate(examples):
-        if not (isinstance(ex, (tuple, list)) and len(ex) == 2):
-            raise ValueError(f"examples[{k}] must be an (ids, labels) pair, got {type(ex).__name__}")
-        if len(ex[0]) != len(ex[1]) or len(ex[0]) == 0:
-            raise ValueError(
-                f"examples[{k}]: ids and labels must be non-empty and of equal length, "
-                f"got {len(ex[0])} and {len(ex[1])}")
+    _check_examples(examples, pad_id)
     T = max(len(ids) for ids, _ in examples)
     B = len(examples)
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
@@ -402,6 +464,20 @@ def collate(examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int
     n_targets = int((labels[:, 1:] != IGNORE_INDEX).sum())
     return Batch(input_ids, labels, attention_mask, n_targets)
 # --8<-- [end:collate]
+
+
+def _check_examples(examples, pad_id) -> None:
+    if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0:
+        raise ValueError(f"pad_id must be an int >= 0, got {pad_id!r}")
+    if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence) or not examples:
+        raise ValueError("examples must be a non-empty sequence of (ids, labels) pairs")
+    for k, ex in enumerate(examples):
+        if not (isinstance(ex, (tuple, list)) and len(ex) == 2):
+            raise ValueError(f"examples[{k}] must be an (ids, labels) pair, got {type(ex).__name__}")
+        if len(ex[0]) != len(ex[1]) or len(ex[0]) == 0:
+            raise ValueError(
+                f"examples[{k}]: ids and labels must be non-empty and of equal length, "
+                f"got {len(ex[0])} and {len(ex[1])}")
 
 
 # ------------------------------------------------------------------ files

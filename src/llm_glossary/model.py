@@ -20,6 +20,7 @@ Shapes: idx (B, T) token ids; activations (B, T, C); logits (B, T, V).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import re
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import finite_number as _finite_number
 from ._checks import positive_int as _positive_int
 from .checkpoint import (
     CheckpointError,
@@ -61,13 +63,17 @@ __all__ = [
 
 
 # --8<-- [start:ffn_rule]
-def llama_ffn_hidden(dim: int, multiplier: float | None = None, multiple_of: int = 256) -> int:
-    """Feed-forward width by Llama's rule: 2/3 · 4 · dim, times a multiplier, rounded up.
+def llama_ffn_hidden(
+    dim: int, multiplier: float | None = None, multiple_of: int = 256
+) -> int:
+    """Feed-forward width by Llama's rule: 2/3 · 4 · dim, times a multiplier,
+    rounded up.
 
-    SwiGLU has three matrices instead of two, so Llama shrinks the usual 4 · dim by 2/3 to
-    keep the parameter count, then rounds up to a multiple of ``multiple_of``.
+    SwiGLU has three matrices instead of two, so Llama shrinks the usual 4 · dim
+    by 2/3 to keep the parameter count, then rounds up to a multiple of
+    ``multiple_of``.
 
-    Example:
+    Examples:
         >>> llama_ffn_hidden(4096, 1.3, 1024)  # Llama 3 8B
         14336
     """
@@ -89,7 +95,8 @@ class LlamaConfig:
         n_layers: number of transformer blocks.
         n_heads: query heads Hq; head size D = dim / n_heads.
         n_kv_heads: key/value heads Hkv (GQA when smaller than n_heads).
-        ffn_hidden: feed-forward width; None → Llama's rule from ffn_multiplier and multiple_of.
+        ffn_hidden: feed-forward width; None → Llama's rule from ffn_multiplier
+            and multiple_of.
         norm_eps: RMSNorm epsilon.
         rope_theta: RoPE base (Llama 3: 500,000; Llama 2 and Mistral: 10,000).
         max_seq_len: longest sequence (prompt plus generated tokens).
@@ -112,28 +119,46 @@ class LlamaConfig:
     multiple_of: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "max_seq_len", "multiple_of"):
+        for name in (
+            "vocab_size",
+            "dim",
+            "n_layers",
+            "n_heads",
+            "max_seq_len",
+            "multiple_of",
+        ):
             _positive_int(getattr(self, name), name)
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         _positive_int(self.n_kv_heads, "n_kv_heads")
         if self.dim % self.n_heads:
-            raise ValueError(f"dim={self.dim} must be divisible by n_heads={self.n_heads}")
+            raise ValueError(
+                f"dim={self.dim} must be divisible by n_heads={self.n_heads}"
+            )
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+            raise ValueError(
+                f"n_heads={self.n_heads} must be a multiple of "
+                f"n_kv_heads={self.n_kv_heads}"
+            )
         if (self.dim // self.n_heads) % 2:
-            raise ValueError(f"head size dim / n_heads = {self.dim // self.n_heads} must be even for RoPE")
+            raise ValueError(
+                f"head size dim / n_heads = {self.dim // self.n_heads} must be "
+                f"even for RoPE"
+            )
         if self.sliding_window is not None:
             _positive_int(self.sliding_window, "sliding_window")
         if self.ffn_hidden is None:
-            self.ffn_hidden = llama_ffn_hidden(self.dim, self.ffn_multiplier, self.multiple_of)
+            self.ffn_hidden = llama_ffn_hidden(
+                self.dim, self.ffn_multiplier, self.multiple_of
+            )
         _positive_int(self.ffn_hidden, "ffn_hidden")
-        for name in ("norm_eps", "rope_theta"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 < value < math.inf):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        _finite_number(self.norm_eps, "norm_eps")
+        _finite_number(self.rope_theta, "rope_theta")
         if not isinstance(self.tie_embeddings, bool):
-            raise ValueError(f"tie_embeddings must be True or False, got {self.tie_embeddings!r}")
+            raise ValueError(
+                "tie_embeddings must be True or False, "
+                f"got {self.tie_embeddings!r}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -143,7 +168,9 @@ class LlamaConfig:
     def from_preset(cls, name: str) -> "LlamaConfig":
         """A published configuration: see ``PRESETS`` for names and sources."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise ValueError(
+                f"unknown preset {name!r}; choose one of {sorted(PRESETS)}"
+            )
         return cls(**PRESETS[name])
 
     def to_dict(self) -> dict:
@@ -175,25 +202,29 @@ PRESETS: dict[str, dict] = {
 
 # --8<-- [start:count]
 def count_parameters(config: LlamaConfig) -> int:
-    """Number of parameters, from the configuration alone (nothing is allocated).
+    """Number of parameters, from the configuration alone (nothing is
+    allocated).
 
-    Example:
+    Examples:
         >>> count_parameters(LlamaConfig.from_preset("llama3-8b"))
         8030261248
     """
     C, V, F_ = config.dim, config.vocab_size, config.ffn_hidden
     D, Hq, Hkv = config.head_dim, config.n_heads, config.n_kv_heads
-    attention = C * Hq * D + 2 * C * Hkv * D + Hq * D * C  # q, k, v, o projections
+    # q, k, v, o projections
+    attention = C * Hq * D + 2 * C * Hkv * D + Hq * D * C
     feed_forward = 3 * C * F_  # gate, up, down
     norms = 2 * C  # before attention and before the feed-forward
     per_layer = attention + feed_forward + norms
     embedding = V * C
     head = 0 if config.tie_embeddings else V * C
-    return embedding + config.n_layers * per_layer + C + head  # + the final norm
+    # + the final norm
+    return embedding + config.n_layers * per_layer + C + head
 # --8<-- [end:count]
 
 
 # --8<-- [start:model]
+# --8<-- [start:feed_forward]
 class FeedForward(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x)), (B, T, C) -> (B, T, C)."""
 
@@ -204,23 +235,45 @@ class FeedForward(nn.Module):
         self.down_proj = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, F) -> (B, T, C)
+        # (B, T, F) -> (B, T, C)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+# --8<-- [end:feed_forward]
 
 
 class Block(nn.Module):
-    """One decoder layer: pre-norm attention and pre-norm feed-forward, each with a residual."""
+    """One decoder layer: pre-norm attention and pre-norm feed-forward, each
+    with a residual."""
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.dim, config.norm_eps)
         self.self_attn = SelfAttention(
-            config.dim, config.n_heads, config.n_kv_heads, window=config.sliding_window, rope_theta=config.rope_theta
+            config.dim,
+            config.n_heads,
+            config.n_kv_heads,
+            window=config.sliding_window,
+            rope_theta=config.rope_theta,
         )
         self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = FeedForward(config.dim, config.ffn_hidden)
 
-    def forward(self, x: torch.Tensor, *, positions: torch.Tensor, cache=None, impl: str = "auto", rope=None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), positions=positions, cache=cache, impl=impl, rope=rope)  # (B, T, C)
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        positions: torch.Tensor,
+        cache=None,
+        impl: str = "auto",
+        rope=None,
+    ) -> torch.Tensor:
+        # (B, T, C)
+        x = x + self.self_attn(
+            self.input_layernorm(x),
+            positions=positions,
+            cache=cache,
+            impl=impl,
+            rope=rope,
+        )
         return x + self.mlp(self.post_attention_layernorm(x))  # (B, T, C)
 
 
@@ -230,17 +283,29 @@ class Llama(nn.Module):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         if not isinstance(config, LlamaConfig):
-            raise ValueError(f"Llama needs a LlamaConfig, got {type(config).__name__}")
+            raise ValueError(
+                f"Llama needs a LlamaConfig, got {type(config).__name__}"
+            )
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(
+            Block(config) for _ in range(config.n_layers)
+        )
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
-    def forward(self, idx: torch.Tensor, *, caches: list | None = None, impl: str = "auto", last_only: bool = False) -> torch.Tensor:
-        """Logits for every position (B, T, V), or for the last one (B, 1, V) with ``last_only``.
+    def forward(
+        self,
+        idx: torch.Tensor,
+        *,
+        caches: list | None = None,
+        impl: str = "auto",
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits for every position (B, T, V), or for the last one (B, 1, V)
+        with ``last_only``.
 
         With ``caches``, idx holds only the new tokens.
         """
@@ -248,14 +313,25 @@ class Llama(nn.Module):
         B, T = idx.shape
         start = caches[0].length if caches else 0
         positions = torch.arange(start, start + T, device=idx.device)  # (T,)
-        rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)  # once for every layer
+        # once for every layer
+        rope = rope_cos_sin(
+            positions, self.config.head_dim, self.config.rope_theta
+        )
         x = self.embed_tokens(idx)  # (B, T, C)
         for i, layer in enumerate(self.layers):
-            x = layer(x, positions=positions, cache=caches[i] if caches else None, impl=impl, rope=rope)  # (B, T, C)
+            # (B, T, C)
+            x = layer(
+                x,
+                positions=positions,
+                cache=caches[i] if caches else None,
+                impl=impl,
+                rope=rope,
+            )
         if last_only:
             x = x[:, -1:]  # generation needs only the next token's logits
         return self.lm_head(self.norm(x))  # (B, T, V)
-# --8<-- [end:model]
+
+    # --8<-- [end:model]
 
     def _check_idx(self, idx: torch.Tensor, caches) -> None:
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
@@ -266,7 +342,8 @@ class Llama(nn.Module):
         start = caches[0].length if caches else 0
         if start + idx.shape[1] > self.config.max_seq_len:
             raise ValueError(
-                f"sequence of {start + idx.shape[1]} tokens is longer than max_seq_len={self.config.max_seq_len}"
+                f"sequence of {start + idx.shape[1]} tokens is longer than "
+                f"max_seq_len={self.config.max_seq_len}"
             )
         if idx.numel():
             lo, hi = int(idx.min()), int(idx.max())
@@ -303,47 +380,68 @@ class Llama(nn.Module):
         Args:
             idx: prompts (B, T) of token ids.
             max_new_tokens: how many tokens to add at most.
-            temperature: 0 picks the most likely token (greedy); above 0 samples from
-                softmax(logits / temperature).
+            temperature: 0 picks the most likely token (greedy); above 0 samples
+                from softmax(logits / temperature).
             top_k: sample only among the k most likely tokens.
-            top_p: sample only among the most likely tokens whose probabilities add up to p.
-            stop_tokens: ids that end a sequence (the stop token is kept). A finished row is
-                padded with its stop token until every row has finished.
+            top_p: sample only among the most likely tokens whose probabilities
+                add up to p.
+            stop_tokens: ids that end a sequence (the stop token is kept). A
+                finished row is padded with its stop token until every row has
+                finished.
             generator: random generator for reproducible sampling.
-            use_cache: decode with a KV cache (True) or recompute the whole sequence at every
-                step (False, for comparison).
+            use_cache: decode with a KV cache (True) or recompute the whole
+                sequence at every step (False, for comparison).
 
         Returns:
-            (B, T + n) ids: the prompts followed by the n ≤ max_new_tokens new tokens.
+            (B, T + n) ids: the prompts followed by the n ≤ max_new_tokens new
+            tokens.
         """
         _check_sampling(max_new_tokens, temperature, top_k, top_p)
         self._check_idx(idx, None)
-        stop = torch.tensor(self._stop_ids(stop_tokens), dtype=torch.long, device=idx.device)
+        stop = torch.tensor(
+            self._stop_ids(stop_tokens), dtype=torch.long, device=idx.device
+        )
         B, T = idx.shape
         if B == 0:
-            raise ValueError(f"expected at least one prompt, got a batch of 0 (idx of shape {tuple(idx.shape)})")
+            raise ValueError(
+                "expected at least one prompt, got a batch of 0 "
+                f"(idx of shape {tuple(idx.shape)})"
+            )
         if T + max_new_tokens > self.config.max_seq_len:
             raise ValueError(
-                f"prompt of {T} tokens + max_new_tokens={max_new_tokens} exceeds max_seq_len={self.config.max_seq_len}"
+                f"prompt of {T} tokens + max_new_tokens={max_new_tokens} "
+                f"exceeds max_seq_len={self.config.max_seq_len}"
             )
         was_training = self.training
         self.eval()
         try:
-            return self._generate(idx, max_new_tokens, temperature, top_k, top_p, stop, generator, use_cache)
+            return self._generate(
+                idx, max_new_tokens, temperature, top_k, top_p, stop,
+                generator, use_cache,
+            )
         finally:
             self.train(was_training)  # even when interrupted or failing
 
-    def _generate(self, idx, max_new_tokens, temperature, top_k, top_p, stop, generator, use_cache) -> torch.Tensor:
+    def _generate(
+        self, idx, max_new_tokens, temperature, top_k, top_p, stop,
+        generator, use_cache,
+    ) -> torch.Tensor:
         B, T = idx.shape
         caches = self.new_caches(B, T + max_new_tokens) if use_cache else None
         out = idx
         finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
         last_stop = torch.zeros(B, dtype=torch.long, device=idx.device)
         step_input = idx
+        # --8<-- [start:decode_loop]
         for _ in range(max_new_tokens):
-            logits = self(step_input if use_cache else out, caches=caches, last_only=True)[:, -1, :].float()  # (B, V)
-            next_id = _pick(logits, temperature, top_k, top_p, generator)  # (B,)
-            next_id = torch.where(finished, last_stop, next_id)  # finished rows repeat their stop token
+            # (B, V)
+            logits = self(
+                step_input if use_cache else out, caches=caches, last_only=True
+            )[:, -1, :].float()
+            # (B,)
+            next_id = _pick(logits, temperature, top_k, top_p, generator)
+            # finished rows repeat their stop token
+            next_id = torch.where(finished, last_stop, next_id)
             out = torch.cat([out, next_id[:, None]], dim=1)  # (B, T + 1)
             step_input = next_id[:, None]
             if stop.numel():
@@ -352,7 +450,9 @@ class Llama(nn.Module):
                 finished |= hit
                 if bool(finished.all()):
                     break
+        # --8<-- [end:decode_loop]
         return out
+
     # --8<-- [end:generate]
 
     def _stop_ids(self, stop_tokens) -> list[int]:
@@ -406,7 +506,8 @@ class Llama(nn.Module):
             got = state[name]
             if tuple(got.shape) != tuple(want.shape):
                 raise CheckpointError(
-                    f"{source}: tensor {name} has shape {tuple(got.shape)}, but the config needs {tuple(want.shape)}"
+                    f"{source}: tensor {name} has shape {tuple(got.shape)}, "
+                    f"but the config needs {tuple(want.shape)}"
                 )
             renamed[name[len("model.") :] if name.startswith("model.") else name] = got
         if self.config.tie_embeddings:
@@ -491,7 +592,11 @@ class Llama(nn.Module):
         if bad:
             raise CheckpointError(f"{weights}: tensors of dtype {bad[0]}; expected one of float32, float16, bfloat16, float64")
         state = load_safetensors(weights, expected=expected)
-        with torch.device("meta"):
+        # Every shape now matches the file, so the model is no larger than the file. A large one
+        # is built on the meta device (no memory, no random init) and takes the tensors in place;
+        # a small one is built directly (the meta device's first use costs about a second).
+        big = count_parameters(config) > _META_ABOVE
+        with torch.device("meta") if big else contextlib.nullcontext():
             model = cls(config)
         dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
         state = {k: v.to(dtype) for k, v in state.items()}
@@ -499,6 +604,7 @@ class Llama(nn.Module):
         return model.to(device) if device is not None else model
 
 
+_META_ABOVE = 20_000_000  # parameters; above this Llama.load builds the model on the meta device
 _LAYER = re.compile(r"model\.layers\.(0|[1-9][0-9]{0,8})\.")
 _MODEL_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.float64}
 
@@ -539,23 +645,36 @@ def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
 
 
 # --8<-- [start:pick]
-def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator) -> torch.Tensor:
-    """Next token per row from (B, V) logits: argmax when temperature is 0, else a sample."""
+def _pick(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator,
+) -> torch.Tensor:
+    """Next token per row from (B, V) logits: argmax when temperature is 0, else
+    a sample."""
     if temperature == 0:
         return logits.argmax(dim=-1)  # greedy
     scaled = logits / temperature
-    if bool((~torch.isfinite(scaled) & torch.isfinite(logits)).any()):  # a tiny temperature overflowed
-        scaled = (logits.double() - logits.double().amax(dim=-1, keepdim=True)) / temperature
+    # a tiny temperature overflowed: shift by the maximum, in float64
+    if bool((~torch.isfinite(scaled) & torch.isfinite(logits)).any()):
+        z = logits.double()
+        scaled = (z - z.amax(dim=-1, keepdim=True)) / temperature
     logits = scaled
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1): the k-th largest
+        # (B, 1): the k-th largest
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1:
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         probs = torch.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(dim=-1) - probs >= top_p  # tokens after the mass already reached p
+        # tokens after the mass already reached p
+        drop = probs.cumsum(dim=-1) - probs >= top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        logits = torch.full_like(logits, float("-inf")).scatter(
+            -1, order, sorted_logits
+        )
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 # --8<-- [end:pick]

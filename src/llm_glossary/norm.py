@@ -40,8 +40,9 @@ def rms(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     Returns:
         Tensor of shape (..., 1).
 
-    Example:
-        >>> rms(torch.tensor([2.0, 4.0, 6.0, 8.0]))  # sqrt((4 + 16 + 36 + 64) / 4) = sqrt(30)
+    Examples:
+        >>> # sqrt((4 + 16 + 36 + 64) / 4) = sqrt(30)
+        >>> rms(torch.tensor([2.0, 4.0, 6.0, 8.0]))
         tensor([5.4772])
     """
     _check_float(x)
@@ -56,14 +57,15 @@ class RMSNorm(nn.Module):
 
     y = x / sqrt(mean(x^2) + eps) * weight
 
-    The statistic is computed in float32 and the result cast back to the input dtype,
-    as the Llama reference code does, so bfloat16 activations keep their precision here.
+    The statistic is computed in float32 and the result cast back to the input
+    dtype, as the Llama reference code does, so bfloat16 activations keep their
+    precision here.
 
     Args:
         dim: size C of the last dimension (the features of one token vector).
         eps: small constant inside the square root, for numerical safety.
 
-    Example:
+    Examples:
         >>> norm = RMSNorm(4)
         >>> norm(torch.tensor([2.0, 4.0, 6.0, 8.0]))  # weight starts at 1
         tensor([0.3651, 0.7303, 1.0954, 1.4606], grad_fn=<MulBackward0>)
@@ -84,9 +86,12 @@ class RMSNorm(nn.Module):
                 f"RMSNorm expected the last dimension of x to be {self.dim}, "
                 f"got {x.shape[-1]} (x has shape {tuple(x.shape)})"
             )
-        x32 = x.float()                                                      # (..., C) in float32
-        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # 1 / RMS(x), (..., 1)
-        return (x32 * inv_rms).type_as(x) * self.weight                      # x / RMS(x) * g
+        # (..., C) in float32
+        x32 = x.float()
+        # 1 / RMS(x), (..., 1)
+        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        # x / RMS(x) * g
+        return (x32 * inv_rms).type_as(x) * self.weight
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"
@@ -95,10 +100,12 @@ class RMSNorm(nn.Module):
 
 # --8<-- [start:layer_norm]
 def layer_norm(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """LayerNorm without its affine part: subtract the mean, divide by the standard deviation.
+    """LayerNorm without its affine part: subtract the mean, divide by the
+    standard deviation.
 
-    y = (x - mean(x)) / sqrt(var(x) + eps), with the population variance (divide by C),
-    as torch.nn.LayerNorm does. This is standardization, which RMSNorm does *not* do.
+    y = (x - mean(x)) / sqrt(var(x) + eps), with the population variance (divide
+    by C), as torch.nn.LayerNorm does. This is standardization, which RMSNorm
+    does *not* do.
 
     Args:
         x: tensor of shape (..., C).
@@ -107,14 +114,15 @@ def layer_norm(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     Returns:
         Tensor of shape (..., C).
 
-    Example:
+    Examples:
         >>> layer_norm(torch.tensor([2.0, 4.0, 6.0, 8.0]))
         tensor([-1.3416, -0.4472,  0.4472,  1.3416])
     """
     _check_float(x)
     finite_number(eps, "layer_norm eps", strict=False)
-    mean = x.mean(dim=-1, keepdim=True)                         # (..., 1)
-    var = x.var(dim=-1, keepdim=True, unbiased=False)           # population variance, (..., 1)
+    mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+    # population variance, (..., 1)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
     return (x - mean) / torch.sqrt(var + eps)
 # --8<-- [end:layer_norm]
 
@@ -129,7 +137,7 @@ def standardize_stats(x: torch.Tensor) -> dict[str, float]:
         A dict with the mean, the population standard deviation (divide by n), the
         sample standard deviation (divide by n - 1) and the RMS.
 
-    Example:
+    Examples:
         >>> s = standardize_stats(torch.tensor([2.0, 4.0, 6.0, 8.0]))
         >>> round(s["std_population"], 3), round(s["std_sample"], 3), round(s["rms"], 3)
         (2.236, 2.582, 5.477)

@@ -6,7 +6,8 @@ tokenizers (sentencepiece, Kudo & Richardson, 2018, arXiv:1808.06226) add two th
 
 * **Whitespace as a symbol.** Every space becomes "▁" (U+2581) and one "▁" is prepended, so
   ``"Hello world"`` is seen as ``"▁Hello▁world"``. Words start at a "▁" and merges never
-  cross words.
+  cross words, line breaks or other whitespace; no piece is longer than 16 characters
+  (sentencepiece's ``max_sentencepiece_length``).
 * **Byte fallback.** The 256 pieces ``<0x00>`` … ``<0xFF>`` are always in the vocabulary.
   A character that is not a piece is written as its UTF-8 bytes, one piece per byte, so
   encoding never needs ``<unk>`` and ``decode(encode(s)) == s``.
@@ -46,7 +47,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .checkpoint import _no_duplicates, _reject_constant, atomic_write_text
+from .checkpoint import _no_duplicates, _reject_constant, atomic_folder, atomic_write_text
 
 __all__ = [
     "ByteFallbackBPE",
@@ -103,7 +104,8 @@ def _check_text(text: str, what: str = "text") -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         raise ValueError(
-            f"{what} has a lone surrogate {text[err.start]!r} at index {err.start}; "
+            f"{what} has a lone surrogate {text[err.start]!r} at index "
+            f"{err.start}; "
             "expected valid Unicode (surrogates cannot be encoded as UTF-8)"
         ) from None
 
@@ -120,7 +122,7 @@ def normalize(text: str, dummy_prefix: str = "always") -> str:
 
     The empty string stays empty (Hugging Face does the same).
 
-    Example:
+    Examples:
         >>> normalize("Hello  world")
         '▁Hello▁▁world'
         >>> normalize(" x"), normalize(" x", "if_missing")
@@ -137,7 +139,7 @@ def normalize(text: str, dummy_prefix: str = "always") -> str:
 def split_words(normalized: str) -> list[str]:
     """Split normalized text so that every word starts at a "▁".
 
-    Example:
+    Examples:
         >>> split_words("▁Hello▁▁world")
         ['▁Hello', '▁', '▁world']
     """
@@ -148,7 +150,7 @@ def split_words(normalized: str) -> list[str]:
 def byte_fallback(char: str) -> list[str]:
     """The byte pieces of one character: its UTF-8 bytes, one piece per byte.
 
-    Example:
+    Examples:
         >>> byte_fallback("한")  # U+D55C is three bytes in UTF-8
         ['<0xED>', '<0x95>', '<0x9C>']
     """
@@ -287,10 +289,10 @@ def naive_train(
 ) -> list[tuple[str, str]]:
     """The textbook BPE trainer: recount every pair after every merge.
 
-    Slow (each step reads every word) but easy to check; ``ByteFallbackBPE.train`` must
-    choose exactly the same merges.
+    Slow (each step reads every word) but easy to check;
+    ``ByteFallbackBPE.train`` must choose exactly the same merges.
 
-    Example:
+    Examples:
         >>> # 3 specials + 256 bytes + 8 characters (▁ l o w e r s t) + 3 merges
         >>> naive_train("low lower lowest", vocab_size=3 + 256 + 8 + 3)
         [('l', 'o'), ('lo', 'w'), ('▁', 'low')]
@@ -299,7 +301,8 @@ def naive_train(
     words, alphabet = count_words(texts, character_coverage)
     _check_vocab_size(vocab_size, alphabet)
     pieces = set(SPECIALS) | set(BYTE_PIECES) | set(alphabet)
-    splits = {word: list(word) for word in words}  # each word as a list of pieces
+    # each word as a list of pieces
+    splits = {word: list(word) for word in words}
     merges: list[tuple[str, str]] = []
     while len(pieces) < vocab_size:
         pairs: Counter = Counter()
@@ -307,12 +310,16 @@ def naive_train(
             symbols = splits[word]
             for pair in zip(symbols, symbols[1:]):
                 pairs[pair] += n
-        candidates = [  # never a special or byte piece, never longer than max_piece_length
-            p for p in pairs if p[0] + p[1] not in _RESERVED and len(p[0]) + len(p[1]) <= max_piece_length
+        # never a special or byte piece, never longer than max_piece_length
+        candidates = [
+            p for p in pairs
+            if p[0] + p[1] not in _RESERVED
+            and len(p[0]) + len(p[1]) <= max_piece_length
         ]
         if not candidates:
             break
-        # highest count first; equal counts: the smallest (left, right) in string order
+        # highest count first; equal counts: the smallest (left, right) in
+        # string order
         best = min(candidates, key=lambda p: (-pairs[p], p))
         merges.append(best)
         pieces.add(best[0] + best[1])
@@ -331,19 +338,22 @@ def learn_merges(
     progress: bool = False,
     max_piece_length: int = MAX_PIECE_LENGTH,
 ) -> list[tuple[str, str]]:
-    """Incremental BPE: count pairs once, then update only the words a merge touches.
+    """Incremental BPE: count pairs once, then update only the words a merge
+    touches.
 
-    Keeps ``pair -> count`` and ``pair -> {word index}``; a heap of ``(-count, left, right)``
-    gives the best pair (stale heap entries are skipped when popped). After a merge only the
-    words that contained the pair are re-read, and only pairs whose count changed are pushed
-    again. Same merges, same tie-break as :func:`naive_train`.
+    Keeps ``pair -> count`` and ``pair -> {word index}``; a heap of ``(-count,
+    left, right)`` gives the best pair (stale heap entries are skipped when
+    popped). After a merge only the words that contained the pair are re-read,
+    and only pairs whose count changed are pushed again. Same merges, same
+    tie-break as :func:`naive_train`.
 
     Args:
         words: segment -> count, as returned by :func:`count_words`.
         pieces: the pieces so far (specials, bytes, alphabet); updated in place.
         vocab_size: stop when ``len(pieces)`` reaches it (or no pair is left).
         progress: print a line to stderr every 500 merges.
-        max_piece_length: no merge makes a piece longer than this (in characters).
+        max_piece_length: no merge makes a piece longer than this
+            (in characters).
     """
     symbols = [list(w) for w in words]
     counts = list(words.values())
@@ -358,8 +368,10 @@ def learn_merges(
     merges: list[tuple[str, str]] = []
     while len(pieces) < vocab_size and heap:
         neg, a, b = heapq.heappop(heap)
-        if pair_count.get((a, b), 0) != -neg or a + b in _RESERVED or len(a) + len(b) > max_piece_length:
-            continue  # stale entry (the count changed since it was pushed) or forbidden
+        stale = pair_count.get((a, b), 0) != -neg
+        if stale or a + b in _RESERVED or len(a) + len(b) > max_piece_length:
+            # stale entry (the count changed since it was pushed) or forbidden
+            continue
         merged = a + b
         merges.append((a, b))
         pieces.add(merged)
@@ -367,7 +379,9 @@ def learn_merges(
         for i in where.pop((a, b)):
             old, n = symbols[i], counts[i]
             new = _merge_symbols(old, a, b)
-            old_pairs, new_pairs = list(zip(old, old[1:])), list(zip(new, new[1:]))
+            old_pairs, new_pairs = list(zip(old, old[1:])), list(
+                zip(new, new[1:])
+            )
             for pair in old_pairs:
                 delta[pair] = delta.get(pair, 0) - n
             for pair in new_pairs:
@@ -390,7 +404,9 @@ def learn_merges(
                 pair_count.pop(pair, None)
                 where.pop(pair, None)
         if progress and len(merges) % 500 == 0:
-            print(f"{len(merges)} merges, {len(pieces)} pieces", file=sys.stderr)
+            print(
+                f"{len(merges)} merges, {len(pieces)} pieces", file=sys.stderr
+            )
     return merges
 # --8<-- [end:learn_merges]
 
@@ -415,7 +431,7 @@ class ByteFallbackBPE:
             :mod:`llm_glossary.dialog` place them. Use :meth:`with_special_tokens` to add them
             to a trained tokenizer.
 
-    Example:
+    Examples:
         >>> tok = ByteFallbackBPE.train(["low lower lowest"] * 3, vocab_size=270)
         >>> tok.merges
         [('l', 'o'), ('lo', 'w'), ('▁', 'low')]
@@ -451,7 +467,8 @@ class ByteFallbackBPE:
         missing = [p for p in (*SPECIALS, *BYTE_PIECES) if p not in self._ids]
         if missing:
             raise ValueError(
-                f"pieces must contain the specials and all 256 byte pieces; missing {missing[:5]}"
+                f"pieces must contain the specials and all 256 byte pieces; "
+                f"missing {missing[:5]}"
             )
         self._merges = tuple((str(a), str(b)) for a, b in merges)
         self._ranks: dict[tuple[str, str], tuple[int, str]] = {}
@@ -623,7 +640,8 @@ class ByteFallbackBPE:
                 i = operator.index(i)
             except TypeError:
                 raise ValueError(
-                    f"id {i!r} is not an integer: expected an int in [0, {n}) (vocab_size {n})"
+                    f"id {i!r} is not an integer: expected an int in [0, {n}) "
+                    f"(vocab_size {n})"
                 ) from None
         if not 0 <= i < n:
             raise ValueError(f"id {i!r} is out of range: expected an int in [0, {n}) (vocab_size {n})")
@@ -634,8 +652,9 @@ class ByteFallbackBPE:
     def encode_word(self, word: str) -> list[int]:
         """Encode one word (it starts at "▁" and holds no other "▁").
 
-        Characters that are not pieces become byte pieces; then the lowest-rank merge among
-        adjacent pairs is applied, the leftmost one on a tie, until no pair has a merge.
+        Characters that are not pieces become byte pieces; then the lowest-rank
+        merge among adjacent pairs is applied, the leftmost one on a tie, until
+        no pair has a merge.
         """
         symbols: list[str] = []
         for ch in word:
@@ -654,6 +673,7 @@ class ByteFallbackBPE:
                 break
             symbols[best_i : best_i + 2] = [best[1]]
         return [self._ids[s] for s in symbols]
+
     # --8<-- [end:encode_word]
 
     def _encode_long_word(self, word: str) -> list[int]:
@@ -767,7 +787,7 @@ class ByteFallbackBPE:
     def tokenize(self, text: str) -> list[str]:
         """Text to piece strings.
 
-        Example:
+        Examples:
             >>> tok = ByteFallbackBPE.train("ab ab ab", vocab_size=264)
             >>> tok.tokenize("ab ba")
             ['▁ab', '▁', 'b', 'a']
@@ -934,7 +954,6 @@ class ByteFallbackBPE:
             The folder's path.
         """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         config: dict = {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "model_max_length": 1_000_000,
@@ -947,9 +966,11 @@ class ByteFallbackBPE:
             config.update(bos_token=BEGIN_OF_TEXT, eos_token=EOT, pad_token=PAD, chat_template=CHAT_TEMPLATE)
         else:
             config.update(bos_token=BOS, eos_token=EOS)
-        self.save_hf(folder / "tokenizer.json")
-        atomic_write_text(folder / "tokenizer_config.json",
-                           json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+        # both files change together (a model saved in the same folder is kept)
+        with atomic_folder(folder, carry_over=True) as tmp:
+            self.save_hf(tmp / "tokenizer.json")
+            atomic_write_text(tmp / "tokenizer_config.json",
+                              json.dumps(config, ensure_ascii=False, indent=2) + "\n")
         return folder
 
     @classmethod
@@ -982,8 +1003,10 @@ class ByteFallbackBPE:
         if dummy_prefix is None:
             raise TokenizerFileError(
                 path,
-                "expected Llama-style whitespace handling: normalizer Prepend('▁') + Replace(' ', '▁') "
-                "and no pre-tokenizer, or a Metaspace pre-tokenizer with split=false")
+                "expected Llama-style whitespace handling: normalizer "
+                "Prepend('▁') + Replace(' ', '▁') "
+                "and no pre-tokenizer, or a Metaspace pre-tokenizer with "
+                "split=false")
         vocab = model.get("vocab")
         if not isinstance(vocab, dict):
             raise TokenizerFileError(path, "\"model.vocab\" must be an object piece -> id")
@@ -1031,30 +1054,36 @@ class ByteFallbackBPE:
 
 
 # --8<-- [start:corpus_tokenizer]
-_CORPUS_TOKENIZERS: dict[int, ByteFallbackBPE] = {}  # vocab_size -> tokenizer, per process
+# vocab_size -> tokenizer, per process
+_CORPUS_TOKENIZERS: dict[int, ByteFallbackBPE] = {}
 
 
 def corpus_tokenizer(vocab_size: int = 4000) -> ByteFallbackBPE:
-    """The tokenizer the pages share: trained once per process on the shipped corpus.
+    """The tokenizer the pages share: trained once per process on the shipped
+    corpus.
 
-    Trains on ``load_corpus("train")`` (Korean and English) and keeps the result, so the
-    Korean and English pages of one build reuse a single training run. Treat the returned
-    tokenizer as read-only: every caller gets the same object.
+    Trains on ``load_corpus("train")`` (Korean and English) and keeps the
+    result, so the Korean and English pages of one build reuse a single training
+    run. Treat the returned tokenizer as read-only: every caller gets the same
+    object.
 
     Args:
-        vocab_size: pieces in the vocabulary, counted as in :meth:`ByteFallbackBPE.train`.
+        vocab_size: pieces in the vocabulary, counted as in
+            :meth:`ByteFallbackBPE.train`.
 
     Raises:
         ValueError: ``vocab_size`` too small (the message states the minimum).
 
-    Example:
+    Examples:
         >>> corpus_tokenizer() is corpus_tokenizer(4000)
         True
     """
     if vocab_size not in _CORPUS_TOKENIZERS:
         from llm_glossary.corpus import load_corpus
 
-        _CORPUS_TOKENIZERS[vocab_size] = ByteFallbackBPE.train(load_corpus("train"), vocab_size)
+        _CORPUS_TOKENIZERS[vocab_size] = ByteFallbackBPE.train(
+            load_corpus("train"), vocab_size
+        )
     return _CORPUS_TOKENIZERS[vocab_size]
 # --8<-- [end:corpus_tokenizer]
 
