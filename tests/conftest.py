@@ -1,6 +1,8 @@
 import importlib.util
 import os
+import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -30,8 +32,14 @@ def build_site(cwd: Path, out: Path, config: Path | None = None) -> subprocess.C
     cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--clean", "-d", str(out)]
     if config is not None:
         cmd += ["-f", str(config)]
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=1200)
+    # The build starts cold: the walkthrough trains for real, in an empty cache folder.
+    cache = tempfile.mkdtemp(prefix="llm-glossary-cache-")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "LLM_GLOSSARY_CACHE_DIR": cache}
+    env.pop("LLM_GLOSSARY_NO_CACHE", None)
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=1200)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,8 @@ class Recipe:
         pretrain: schedule of next-token training on the corpus.
         finetune: schedule of supervised fine-tuning on the dialogs.
         tokenizer_vocab: vocabulary size of the corpus tokenizer (before the chat tokens).
+        eval_replies: held-out prompts per kind and language that the evaluation decodes
+            greedily (the exact-answer check covers every held-out prompt regardless).
     """
 
     name: str
@@ -36,6 +38,7 @@ class Recipe:
     pretrain: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
     tokenizer_vocab: int = 4000
+    eval_replies: int = 8
 
     def to_dict(self) -> dict:
         """Plain JSON-able values (for cache keys and for printing)."""
@@ -45,6 +48,7 @@ class Recipe:
             "pretrain": self.pretrain.to_dict(),
             "finetune": self.finetune.to_dict(),
             "tokenizer_vocab": self.tokenizer_vocab,
+            "eval_replies": self.eval_replies,
         }
 
 
@@ -58,19 +62,20 @@ RECIPES: dict[str, Recipe] = {
         name="tiny",
         model=dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_hidden=64,
                    max_seq_len=192, rope_theta=10000.0, tie_embeddings=True),
-        pretrain=TrainConfig(steps=4, batch_size=4, micro_batch_size=4, seq_len=64,
-                             lr=3e-3, min_lr=3e-4, warmup_steps=1, eval_every=2, seed=0),
-        finetune=TrainConfig(steps=4, batch_size=4, micro_batch_size=4, seq_len=192,
-                             lr=3e-3, min_lr=3e-4, warmup_steps=1, eval_every=2, seed=0),
+        pretrain=TrainConfig(steps=6, batch_size=4, micro_batch_size=4, seq_len=64,
+                             lr=2e-2, min_lr=2e-3, warmup_steps=1, eval_every=3, seed=0),
+        finetune=TrainConfig(steps=4, batch_size=4, micro_batch_size=4, seq_len=160,
+                             lr=2e-2, min_lr=2e-3, warmup_steps=1, seed=0),
+        eval_replies=1,
     ),
     # the page's run: under 40 s on a 2-core CPU
     "walkthrough": Recipe(
         name="walkthrough",
         model=_WALK_MODEL,
-        pretrain=TrainConfig(steps=150, batch_size=16, micro_batch_size=16, seq_len=128,
-                             lr=3e-3, min_lr=3e-4, warmup_steps=15, eval_every=50, seed=0),
-        finetune=TrainConfig(steps=300, batch_size=16, micro_batch_size=16, seq_len=320,
-                             lr=2e-3, min_lr=2e-4, warmup_steps=15, eval_every=100, seed=0),
+        pretrain=TrainConfig(steps=80, batch_size=16, micro_batch_size=16, seq_len=128,
+                             lr=1e-2, min_lr=1e-3, warmup_steps=8, eval_every=20, seed=0),
+        finetune=TrainConfig(steps=500, batch_size=8, micro_batch_size=8, seq_len=320,
+                             lr=5e-3, min_lr=5e-4, warmup_steps=25, seed=0),
     ),
     # the same run, larger, on one GPU
     "walkthrough-gpu": Recipe(

@@ -125,6 +125,8 @@ def greedy_replies(model: Llama, tokenizer, samples: list[Sample], *, max_new_to
     for length in sorted(groups):
         rows = groups[length]
         n = min(max_new_tokens, model.config.max_seq_len - length)
+        if n <= 0:  # no room left in the context: the reply cannot start
+            continue
         idx = torch.tensor([ids for _, ids in rows], dtype=torch.long, device=device)
         out = model.generate(idx, n, stop_tokens=[eot])[:, length:].tolist()
         for (s, _), new in zip(rows, out):
@@ -135,6 +137,54 @@ def greedy_replies(model: Llama, tokenizer, samples: list[Sample], *, max_new_to
             s.n_tokens = len(new)
             s.text = tokenizer.decode([i for i in new if i != eot])
     return samples
+
+
+@torch.no_grad()
+def teacher_forced_exact(model: Llama, tokenizer, samples: list[Sample], *, batch_size: int = 32) -> list[bool]:
+    """Whether greedy decoding would reproduce each sample's expected answer, token for token.
+
+    Greedy decoding is deterministic: it produces the expected ids followed by <|eot_id|>
+    exactly when, fed the prompt and the expected ids so far, the model's most likely next
+    token is the expected one at every position. So one batched forward pass per
+    ``batch_size`` samples checks what ``len(answer)`` decoding steps would. The check is
+    strict: a reply that spells the same text with other pieces counts as wrong.
+    """
+    eot = tokenizer.eot_id
+    rows = []
+    for s in samples:
+        prompt = encode_prompt([Message(r, c) for r, c in s.messages], tokenizer)
+        target = tokenizer.encode(s.expected) + [eot]
+        rows.append((prompt + target, len(prompt)))
+    device = model.lm_head.weight.device
+    out: list[bool] = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        T = max(len(ids) for ids, _ in chunk)
+        idx = torch.full((len(chunk), T), tokenizer.pad_id, dtype=torch.long)
+        for j, (ids, _) in enumerate(chunk):
+            idx[j, : len(ids)] = torch.tensor(ids)
+        pred = model(idx.to(device)).argmax(-1).cpu()  # (B, T): the next token after each position
+        for j, (ids, start) in enumerate(chunk):
+            want = torch.tensor(ids[start:])
+            out.append(bool((pred[j, start - 1 : len(ids) - 1] == want).all()))
+    return out
+
+
+def reply_sample(prompts: list[Sample], per_kind: int = 8) -> list[Sample]:
+    """A fixed sample for greedy decoding: ``per_kind`` prompts of each kind and language,
+    at even intervals (fresh copies, so replies are not written into ``prompts``)."""
+    out = []
+    for lang in ("ko", "en"):
+        for kind in ("everyday", "question", "follow-up"):
+            group = [s for s in prompts if s.kind == kind and s.lang == lang]
+            step = max(1, len(group) // per_kind)
+            out += [copy.deepcopy(s) for s in group[::step][:per_kind]]
+    return out
+
+
+def _rate(flags: list[bool], samples: list[Sample], kind: str) -> float:
+    picked = [f for f, s in zip(flags, samples) if s.kind == kind]
+    return sum(picked) / len(picked) if picked else float("nan")
 
 
 def reply_metrics(samples: list[Sample]) -> dict:
@@ -163,24 +213,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LLM_GLOSSARY_CACHE_DIR") or Path.home() / ".cache" / "llm-glossary")
 
 
-def _data_files() -> list[Path]:
-    data = Path(str(resources.files("llm_glossary") / "data"))
-    return sorted(p for p in data.rglob("*") if p.is_file() and p.name != "glossary.json")
+def cache_key(rec: Recipe, device: str, *, extra: dict | None = None, package_dir: Path | None = None) -> str:
+    """A hash of everything that can change the run's result.
 
-
-def cache_key(rec: Recipe, device: str, *, extra: dict | None = None) -> str:
-    """A hash of everything that can change the run's result."""
+    The source of the modules involved, every data file of the package (corpus, dialogs),
+    the glossary entries (read as the generator reads them), the recipe, the torch version,
+    the device and ``extra``. ``package_dir`` (default: the installed package) lets a test
+    hash a modified copy.
+    """
     h = hashlib.sha256()
 
     def add(label: str, data: bytes) -> None:
         h.update(label.encode() + b"\0" + hashlib.sha256(data).digest())
 
-    pkg = Path(str(resources.files("llm_glossary")))
+    pkg = Path(package_dir) if package_dir is not None else Path(str(resources.files("llm_glossary")))
+    data_files = sorted(p for p in (pkg / "data").rglob("*") if p.is_file() and p.name != "glossary.json")
     for name in _MODULES:
         path = pkg / f"{name}.py"
         if path.is_file():
             add(f"src:{name}", path.read_bytes())
-    for path in _data_files():
+    for path in data_files:
         add(f"data:{path.relative_to(pkg)}", path.read_bytes())
     add("glossary", json.dumps(glossary_entries(), ensure_ascii=False, sort_keys=True).encode())
     add("recipe", json.dumps(rec.to_dict(), sort_keys=True).encode())
@@ -285,9 +337,12 @@ def train_walkthrough(rec: Recipe, device: torch.device, tokenizer) -> Walkthrou
     seq = rec.finetune.seq_len
     before = evaluate(pretrained, held_dialogs, tokenizer, seq_len=seq)
     after = evaluate(model, held_dialogs, tokenizer, seq_len=seq)
-    samples = greedy_replies(model, tokenizer, eval_prompts())
-    probe = [s for s in eval_prompts() if s.kind != "follow-up"][::8]
-    before_samples = greedy_replies(pretrained, tokenizer, probe)
+    prompts = eval_prompts()
+    glossary = [s for s in prompts if s.kind != "everyday"]
+    exact = teacher_forced_exact(model, tokenizer, glossary)
+    samples = greedy_replies(model, tokenizer, reply_sample(prompts, per_kind=rec.eval_replies))
+    before_samples = greedy_replies(pretrained, tokenizer,
+                                    reply_sample(prompts, per_kind=max(1, rec.eval_replies // 4)))
     times["evaluate"] = time.perf_counter() - t0
 
     metrics = {
@@ -302,6 +357,10 @@ def train_walkthrough(rec: Recipe, device: torch.device, tokenizer) -> Walkthrou
         "loss_ratio": after.loss / before.loss,
         "parameters": sum(p.numel() for p in model.parameters()),
         **reply_metrics(samples),
+        "question_exact_all": _rate(exact, glossary, "question"),
+        "follow_up_exact_all": _rate(exact, glossary, "follow-up"),
+        "n_questions_all": sum(s.kind == "question" for s in glossary),
+        "n_follow_ups_all": sum(s.kind == "follow-up" for s in glossary),
         "before_end_rate": sum(s.ended for s in before_samples) / len(before_samples),
         "before_exact": sum(s.correct for s in before_samples),
     }
@@ -338,3 +397,80 @@ def run(*, device: str | None = None, use_cache: bool = True, recipe: str | None
             _save(folder, result)
     _MEMO[memo_key] = result
     return result
+
+
+# ------------------------------------------------------------------ the misconceptions, measured
+
+VARIANTS = ("assistant", "all", "no-eot")
+_VARIANT_MEMO: dict[tuple, dict] = {}
+
+
+def _finetune_without_eot(model: Llama, dialogs, tokenizer, config, device) -> History:
+    """Fine-tuning on the assistant tokens with every <|eot_id|> target masked out."""
+    from llm_glossary import train as T
+
+    examples, truncated, dropped = T._fit_dialogs(dialogs, tokenizer, config.seq_len + 1, config.train_on,
+                                                  config.long_dialogs)
+    eot = tokenizer.eot_id
+    examples = [(ids, [-100 if i == eot else label for i, label in zip(ids, labels)]) for ids, labels in examples]
+    flat = torch.tensor([i for ids, labels in examples for i in (*ids, *labels, -1)], dtype=torch.long)
+    data = T._Dialogs(examples, tokenizer.pad_id, T._checksum(flat))
+    history = T.History(kind="finetune", n_examples=len(examples), n_truncated=truncated, n_dropped=dropped)
+    return T._train("finetune", model, data, config, heldout_loss=None, device=device, on_step=None,
+                    checkpoint=None, history=history)
+
+
+def variants(*, device: str | None = None, use_cache: bool = True, recipe: str | None = None,
+             fraction: float = 0.34) -> dict[str, dict]:
+    """Three short fine-tunes from the same pretrained model, for the misconceptions.
+
+    ``"assistant"`` (targets: the assistant's tokens and <|eot_id|>, the default),
+    ``"all"`` (every token is a target) and ``"no-eot"`` (the assistant's tokens without
+    <|eot_id|>), each for ``fraction`` of the recipe's fine-tuning steps. Each reports
+    the held-out loss on the assistant's tokens (the same targets for all three), the
+    end-of-turn rate of greedy replies to a fixed sample of held-out prompts, and the
+    exact-answer rate on the held-out glossary questions.
+    """
+    import dataclasses
+
+    w = run(device=device, use_cache=use_cache, recipe=recipe)
+    dev = w.model.lm_head.weight.device
+    rec = get_recipe(w.recipe["name"])
+    key = (rec.name, str(dev), fraction)
+    if use_cache and key in _VARIANT_MEMO:
+        return _VARIANT_MEMO[key]
+    from llm_glossary.checkpoint import atomic_write_json, read_json
+
+    path = cache_dir() / f"variants-{cache_key(rec, str(dev), extra={'fraction': fraction})}.json"
+    if _use_disk_cache(use_cache) and path.is_file():
+        _VARIANT_MEMO[key] = read_json(path)
+        return _VARIANT_MEMO[key]
+    steps = max(1, int(rec.finetune.steps * fraction))
+    base = dataclasses.replace(rec.finetune, steps=steps, warmup_steps=min(rec.finetune.warmup_steps, steps),
+                               eval_every=0)
+    train_dialogs, held = shipped_dialogs("train"), shipped_dialogs("heldout")
+    prompts = eval_prompts()
+    questions = [s for s in prompts if s.kind == "question"]
+    out: dict[str, dict] = {}
+    for name in VARIANTS:
+        model = copy.deepcopy(w.pretrained).train()
+        t0 = time.perf_counter()
+        if name == "no-eot":
+            _finetune_without_eot(model, train_dialogs, w.tokenizer, base, dev)
+        else:
+            finetune(model, train_dialogs, w.tokenizer, dataclasses.replace(base, train_on=name), device=dev)
+        model.eval()
+        replies = greedy_replies(model, w.tokenizer, reply_sample(prompts, per_kind=3))
+        ev = evaluate(model, held, w.tokenizer, seq_len=base.seq_len)
+        out[name] = {
+            "steps": steps,
+            "heldout_loss": ev.loss,
+            "end_rate": sum(s.ended for s in replies) / len(replies),
+            "n_replies": len(replies),
+            "question_exact": sum(teacher_forced_exact(model, w.tokenizer, questions)) / len(questions),
+            "seconds": time.perf_counter() - t0,
+        }
+    if _use_disk_cache(True):
+        atomic_write_json(path, out)
+    _VARIANT_MEMO[key] = out
+    return out
