@@ -550,7 +550,8 @@ def test_role_map_is_checked_and_applied(tmp_path):
 
 # ------------------------------------------------------------------ files: anything at all
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+    # no subnormal floats: the package flushes denormals to zero at import
+    st.none() | st.booleans() | st.integers() | st.floats(allow_subnormal=False) | st.text(max_size=6)
     | st.sampled_from(list(D.ROLES) + ["speaker", "utterance", "id", "conversation", "dialogs"]),
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
         st.sampled_from(["dialogs", "id", "conversation", "speaker", "utterance", "messages", "role",

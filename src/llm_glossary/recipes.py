@@ -53,39 +53,115 @@ class Recipe:
 
 
 # --8<-- [start:recipes]
-_WALK_MODEL = dict(dim=128, n_layers=3, n_heads=4, n_kv_heads=2, ffn_hidden=384,
-                   max_seq_len=320, rope_theta=10000.0, tie_embeddings=True)
+_WALK_MODEL = dict(
+    dim=128,
+    n_layers=3,
+    n_heads=4,
+    n_kv_heads=2,
+    ffn_hidden=384,
+    max_seq_len=320,
+    rope_theta=10000.0,
+    tie_embeddings=True,
+)
 
 RECIPES: dict[str, Recipe] = {
     # seconds on a CPU: for tests
     "tiny": Recipe(
         name="tiny",
-        model=dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_hidden=64,
-                   max_seq_len=192, rope_theta=10000.0, tie_embeddings=True),
-        pretrain=TrainConfig(steps=6, batch_size=4, micro_batch_size=4, seq_len=64,
-                             lr=2e-2, min_lr=2e-3, warmup_steps=1, eval_every=3, seed=0),
-        finetune=TrainConfig(steps=4, batch_size=4, micro_batch_size=4, seq_len=160,
-                             lr=2e-2, min_lr=2e-3, warmup_steps=1, seed=0),
+        model=dict(
+            dim=32,
+            n_layers=1,
+            n_heads=2,
+            n_kv_heads=1,
+            ffn_hidden=64,
+            max_seq_len=192,
+            rope_theta=10000.0,
+            tie_embeddings=True,
+        ),
+        pretrain=TrainConfig(
+            steps=6,
+            batch_size=4,
+            micro_batch_size=4,
+            seq_len=64,
+            lr=2e-2,
+            min_lr=2e-3,
+            warmup_steps=1,
+            eval_every=3,
+            seed=0,
+        ),
+        finetune=TrainConfig(
+            steps=4,
+            batch_size=4,
+            micro_batch_size=4,
+            seq_len=160,
+            lr=2e-2,
+            min_lr=2e-3,
+            warmup_steps=1,
+            seed=0,
+        ),
         eval_replies=1,
     ),
     # the page's run: under 40 s on a 2-core CPU
     "walkthrough": Recipe(
         name="walkthrough",
         model=_WALK_MODEL,
-        pretrain=TrainConfig(steps=80, batch_size=16, micro_batch_size=16, seq_len=128,
-                             lr=1e-2, min_lr=1e-3, warmup_steps=8, eval_every=20, seed=0),
-        finetune=TrainConfig(steps=500, batch_size=8, micro_batch_size=8, seq_len=320,
-                             lr=5e-3, min_lr=5e-4, warmup_steps=25, seed=0),
+        pretrain=TrainConfig(
+            steps=80,
+            batch_size=16,
+            micro_batch_size=16,
+            seq_len=128,
+            lr=1e-2,
+            min_lr=1e-3,
+            warmup_steps=8,
+            eval_every=20,
+            seed=0,
+        ),
+        finetune=TrainConfig(
+            steps=500,
+            batch_size=8,
+            micro_batch_size=8,
+            seq_len=320,
+            lr=5e-3,
+            min_lr=5e-4,
+            warmup_steps=25,
+            seed=0,
+        ),
     ),
     # the same run, larger, on one GPU
     "walkthrough-gpu": Recipe(
         name="walkthrough-gpu",
-        model=dict(dim=384, n_layers=6, n_heads=6, n_kv_heads=2, ffn_hidden=1024,
-                   max_seq_len=320, rope_theta=10000.0, tie_embeddings=True),
-        pretrain=TrainConfig(steps=600, batch_size=64, micro_batch_size=64, seq_len=256,
-                             lr=1e-3, min_lr=1e-4, warmup_steps=50, eval_every=100, seed=0),
-        finetune=TrainConfig(steps=800, batch_size=64, micro_batch_size=64, seq_len=320,
-                             lr=5e-4, min_lr=5e-5, warmup_steps=50, eval_every=200, seed=0),
+        model=dict(
+            dim=384,
+            n_layers=6,
+            n_heads=6,
+            n_kv_heads=2,
+            ffn_hidden=1024,
+            max_seq_len=320,
+            rope_theta=10000.0,
+            tie_embeddings=True,
+        ),
+        pretrain=TrainConfig(
+            steps=600,
+            batch_size=64,
+            micro_batch_size=64,
+            seq_len=256,
+            lr=1e-3,
+            min_lr=1e-4,
+            warmup_steps=50,
+            eval_every=100,
+            seed=0,
+        ),
+        finetune=TrainConfig(
+            steps=800,
+            batch_size=64,
+            micro_batch_size=64,
+            seq_len=320,
+            lr=5e-4,
+            min_lr=5e-5,
+            warmup_steps=50,
+            eval_every=200,
+            seed=0,
+        ),
     ),
 }
 # --8<-- [end:recipes]
@@ -102,5 +178,7 @@ def recipe(name: str) -> Recipe:
         32
     """
     if not isinstance(name, str) or name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+        raise ValueError(
+            f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}"
+        )
     return RECIPES[name]
