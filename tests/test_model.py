@@ -247,3 +247,20 @@ def test_last_only_gives_the_last_row_of_the_logits():
         full, last = model(idx), model(idx, last_only=True)
     assert last.shape == (2, 1, 97)
     torch.testing.assert_close(last, full[:, -1:], atol=1e-6, rtol=1e-5)
+
+
+def test_logits_at_gives_the_rows_of_the_full_logits_at_the_mask():
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(**TINY["gqa"])).eval()
+    idx = torch.randint(0, 97, (3, 11), generator=torch.Generator().manual_seed(4))
+    mask = torch.rand(3, 11, generator=torch.Generator().manual_seed(5)) < 0.4
+    with torch.no_grad():
+        full, some = model(idx), model(idx, logits_at=mask)
+    assert some.shape == (int(mask.sum()), 97)
+    torch.testing.assert_close(some, full[mask], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"logits_at must be a bool mask of the ids' shape \(3, 11\), got shape \(3, 10\)"):
+        model(idx, logits_at=mask[:, :10])
+    with pytest.raises(ValueError, match=r"logits_at must be a bool mask .* got shape \(3, 11\) dtype torch.int64"):
+        model(idx, logits_at=mask.long())
+    with pytest.raises(ValueError, match="pass either last_only or logits_at, not both"):
+        model(idx, logits_at=mask, last_only=True)

@@ -893,3 +893,134 @@ def test_a_diverging_run_stops_with_one_message_before_it_checkpoints_nan(tmp_pa
     with pytest.raises(RuntimeError, match="training diverged .*lower lr than 1e\\+30"):
         pretrain(tiny_model(), pattern_tokens(), config, heldout=pattern_tokens(600),
                  checkpoint=Checkpointing(tmp_path / "ck", every=1))
+
+
+# ---------------------------------------------------------------------- efficiency options
+
+
+def test_logits_only_at_targets_give_the_full_loss_and_gradient(tok, monkeypatch):
+    """The output head applied at the target positions only: the same loss and gradient as
+    the head at every position with -100 elsewhere (the pads and the prompts)."""
+    import llm_glossary.train as T
+
+    examples = [encode_dialog(d, tok) for d in make_dialogs(5)]
+    micro = [shift_batch(collate(examples, tok.pad_id))]
+    model = chat_model(tok)
+    assert T._selects_logits(model)
+    loss_sel, n_sel = accumulate_gradients(model, micro)
+    sel = _grads(model)
+    model.zero_grad(set_to_none=True)
+    monkeypatch.setattr(T, "_selects_logits", lambda net: False)
+    loss_full, n_full = accumulate_gradients(model, micro)
+    full = _grads(model)
+    assert n_sel == n_full == sum(sum(x != IGNORE for x in labels[1:]) for _, labels in examples)
+    assert loss_sel == pytest.approx(loss_full, rel=1e-6)
+    for name in full:
+        torch.testing.assert_close(sel[name], full[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_the_order_without_grouping_is_distributed_samplers():
+    from torch.utils.data import DistributedSampler
+
+    from llm_glossary.train import _Order
+
+    cfg = small_config(batch_size=8, micro_batch_size=2, seed=3)
+    for world in (1, 2):
+        for rank in range(world):
+            order = _Order(50, cfg, world, rank)
+            sampler = DistributedSampler(range(50), num_replicas=world, rank=rank, shuffle=True,
+                                         seed=3, drop_last=True)
+            for epoch in range(3):
+                sampler.set_epoch(epoch)
+                reference = list(sampler)
+                per = 8 // world
+                for b in range(order.steps_per_epoch):
+                    step = epoch * order.steps_per_epoch + b + 1
+                    assert order.indices(step) == (epoch, reference[b * per : (b + 1) * per])
+
+
+def test_grouping_by_length_keeps_each_epoch_a_permutation_and_pads_less():
+    from llm_glossary.train import _Order
+
+    lengths = [10 + (k * 37) % 90 for k in range(200)]  # 10 .. 99, shuffled by the multiplier
+    plain = _Order(200, small_config(batch_size=8, micro_batch_size=8), 1, 0, lengths)
+    grouped = _Order(200, small_config(batch_size=8, micro_batch_size=8, group_by_length=5), 1, 0, lengths)
+    waste = {}
+    for name, order in (("plain", plain), ("grouped", grouped)):
+        seen, padded = [], 0
+        for step in range(1, order.steps_per_epoch + 1):
+            epoch, batch = order.indices(step)
+            assert epoch == 0 and len(batch) == 8
+            seen += batch
+            padded += sum(max(lengths[i] for i in batch) - lengths[i] for i in batch)
+        assert sorted(seen) == sorted(set(seen)) and len(seen) == 200  # every example once
+        waste[name] = padded
+    assert waste["grouped"] < waste["plain"] / 3
+    # a grouped batch comes from one run of 5 batches of the shuffled order, sorted: its
+    # lengths are a contiguous slice of that run's sorted lengths
+    epoch_batches = grouped._epoch_batches(0)
+    assert [len(b) for b in epoch_batches] == [8] * 25
+    assert all(lengths[b[i]] <= lengths[b[i + 1]] for b in epoch_batches for i in range(7))
+    # and the batches are shuffled: not in order of their lengths
+    firsts = [lengths[b[0]] for b in epoch_batches]
+    assert firsts != sorted(firsts)
+    # two processes take interleaved shares of the same global batch
+    two = [_Order(200, small_config(batch_size=8, micro_batch_size=4, group_by_length=5), 2, r, lengths)
+           for r in (0, 1)]
+    for step in (1, 7, 26):
+        _, batch = grouped.indices(step)
+        assert [two[0].indices(step)[1], two[1].indices(step)[1]] == [batch[0::2], batch[1::2]]
+
+
+def test_embedding_lr_scale_multiplies_the_embeddings_first_step():
+    # Adam's first step moves every weight with a gradient by lr · g / (|g| + eps) ≈ ±lr
+    # (no warm-up: the step is at lr; no decay, no clipping).
+    model = tiny_model()
+    before = weights(model)
+    config = small_config(steps=1, warmup_steps=0, batch_size=8, micro_batch_size=8, lr=1e-3, min_lr=1e-3,
+                          weight_decay=0.0, grad_clip=0.0, embedding_lr_scale=10.0)
+    pretrain(model, pattern_tokens(), config)
+    after = weights(model)
+    emb = (after["embed_tokens.weight"] - before["embed_tokens.weight"]).abs()
+    moved = emb[emb > 0]
+    assert moved.numel() > 0 and torch.allclose(moved.max(), torch.tensor(1e-2), rtol=1e-3)
+    for name in ("layers.0.mlp.down_proj.weight", "lm_head.weight"):
+        step = (after[name] - before[name]).abs()
+        assert torch.allclose(step.max(), torch.tensor(1e-3), rtol=1e-3), name
+    with pytest.raises(ValueError, match=r"embedding_lr_scale must be > 0, got 0"):
+        small_config(embedding_lr_scale=0)
+
+
+def test_without_eot_targets_the_eot_is_never_a_target(tok):
+    dialogs = make_dialogs(4)
+    for d in dialogs:
+        ids, labels = encode_dialog(d, tok, train_eot=False)
+        with_eot = encode_dialog(d, tok)[1]
+        assert tok.eot_id not in labels
+        # the same targets otherwise
+        assert [i for i, x in enumerate(labels) if x != IGNORE] == [
+            i for i, x in enumerate(with_eot) if x != IGNORE and x != tok.eot_id]
+    history = finetune(chat_model(tok), dialogs, tok, sft_config(steps=1, train_eot=False))
+    expected = sum(sum(x not in (IGNORE, tok.eot_id) for x in encode_dialog(d, tok)[1]) for d in dialogs)
+    assert history.targets == [expected]
+    with pytest.raises(ValueError, match=r"train_eot must be True or False, got 'no'"):
+        encode_dialog(dialogs[0], tok, train_eot="no")
+    with pytest.raises(ValueError, match=r"TrainConfig.train_eot must be True or False, got 0"):
+        sft_config(train_eot=0)
+
+
+def test_stop_at_is_exactly_the_first_steps_of_the_full_run(tok):
+    full_model, short_model = chat_model(tok), chat_model(tok)
+    snapshots = {}
+
+    def keep(info):
+        if info.step == 3:
+            snapshots[3] = weights(full_model)
+
+    full = finetune(full_model, make_dialogs(), tok, sft_config(steps=6), on_step=keep)
+    short = finetune(short_model, make_dialogs(), tok, sft_config(steps=6), stop_at=3)
+    assert short.step == [1, 2, 3] and short.loss == full.loss[:3] and short.lr == full.lr[:3]
+    got = weights(short_model)
+    assert all(torch.equal(got[k], snapshots[3][k]) for k in got)
+    with pytest.raises(ValueError, match=r"stop_at=7 exceeds TrainConfig.steps=6"):
+        finetune(chat_model(tok), make_dialogs(), tok, sft_config(steps=6), stop_at=7)

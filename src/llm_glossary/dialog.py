@@ -338,6 +338,7 @@ def encode_dialog(
     tokenizer: ByteFallbackBPE,
     *,
     train_on: str = "assistant",
+    train_eot: bool = True,
 ) -> tuple[list[int], list[int]]:
     """Token ids and labels of one conversation, encoded message by message.
 
@@ -347,6 +348,8 @@ def encode_dialog(
             (:func:`chat_tokenizer`).
         train_on: ``"assistant"`` (every assistant message), ``"last"``
             (the last assistant message only) or ``"all"`` (every token).
+        train_eot: False leaves every ``<|eot_id|>`` out of the targets
+            (only to show what a model trained that way never learns).
 
     Returns:
         ``(ids, labels)`` of equal length. ``labels[i]`` is ``ids[i]``
@@ -366,6 +369,9 @@ def encode_dialog(
     if train_on not in TRAIN_ON:
         raise ValueError(
             f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
+    if not isinstance(train_eot, bool):
+        raise ValueError(
+            f"train_eot must be True or False, got {train_eot!r}")
     messages = _as_messages(dialog)
     ids4 = _chat_ids(tokenizer)
     assistant = [k for k, m in enumerate(messages) if m.role == "assistant"]
@@ -380,6 +386,9 @@ def encode_dialog(
         labels += content if trained else [IGNORE_INDEX] * len(content)
     if train_on == "all":
         labels[0] = ids[0]
+    if not train_eot:  # ids4[3] is <|eot_id|>
+        labels = [IGNORE_INDEX if i == ids4[3] else label
+                  for i, label in zip(ids, labels)]
     return ids, labels
 # --8<-- [end:encode_dialog]
 

@@ -303,13 +303,17 @@ class Llama(nn.Module):
         caches: list | None = None,
         impl: str = "auto",
         last_only: bool = False,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits for every position (B, T, V), or for the last one (B, 1, V)
-        with ``last_only``.
+        """Logits for every position (B, T, V), for the last one (B, 1, V)
+        with ``last_only``, or (N, V) at the N positions where the bool
+        mask ``logits_at`` (B, T) is True.
 
         With ``caches``, idx holds only the new tokens.
         """
         self._check_idx(idx, caches)
+        if logits_at is not None:
+            self._check_logits_at(idx, logits_at, last_only)
         B, T = idx.shape
         start = caches[0].length if caches else 0
         positions = torch.arange(start, start + T, device=idx.device)  # (T,)
@@ -329,9 +333,20 @@ class Llama(nn.Module):
             )
         if last_only:
             x = x[:, -1:]  # generation needs only the next token's logits
+        elif logits_at is not None:
+            # training needs logits only where a target is: (N, C)
+            x = x[logits_at]
         return self.lm_head(self.norm(x))  # (B, T, V)
 
     # --8<-- [end:model]
+
+    @staticmethod
+    def _check_logits_at(idx: torch.Tensor, mask, last_only: bool) -> None:
+        if last_only:
+            raise ValueError("pass either last_only or logits_at, not both")
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != idx.shape:
+            got = f"shape {tuple(mask.shape)} dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"logits_at must be a bool mask of the ids' shape {tuple(idx.shape)}, got {got}")
 
     def _check_idx(self, idx: torch.Tensor, caches) -> None:
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
