@@ -24,6 +24,7 @@ regenerate it with ``python -m llm_glossary.dialog_data --write-snapshot``.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import random
@@ -52,7 +53,7 @@ SPLITS = ("train", "heldout")
 KINDS = ("everyday", "glossary")
 LANGS = ("ko", "en")
 FOLLOW_UPS = ("en", "ko", "abbr", "page")  # what a follow-up asks for
-TRAIN_PER_TERM = 16  # generated training dialogs per term and language
+TRAIN_PER_TERM = 128  # generated training dialogs per term and language
 HELDOUT_PER_TERM = 3  # generated held-out dialogs per term and language
 
 
@@ -101,10 +102,19 @@ def _entry(raw: dict, where: str) -> dict:
 
 
 def _read_checkout(folder: Path) -> list[dict]:
+    # read again only when a file changed (mkdocs serve), else once per process
+    paths = sorted(folder.glob("*.yml"))
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    return copy.deepcopy(_parse_checkout(stamp))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_checkout(stamp: tuple) -> list[dict]:
     import yaml  # a docs dependency: a checkout has it
 
     entries = []
-    for path in sorted(folder.glob("*.yml")):
+    for name, _, _ in stamp:
+        path = Path(name)
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         entries.append(_entry(raw, str(path)))
     return sorted(entries, key=lambda e: e["slug"])
@@ -177,6 +187,13 @@ _KO_OPENINGS = [
     "공부하다가 궁금해졌어요. ", "음, ", "하나만 물어볼게. ", "LLM 공부 중인데요, ",
     "용어 하나 여쭤볼게요. ", "책을 읽다가 막혔어. ", "안녕! ", "잠깐만요, ", "갑자기 궁금한데, ",
     "수업 듣다가 헷갈려서요. ",
+    "선생님, ", "오늘 배운 건데요, ", "스터디 준비하다가요. ", "논문에 모르는 말이 나왔어요. ",
+    "처음 듣는 말이라서요. ", "면접 준비 중이에요. ", "회사에서 이 말을 들었는데, ", "발표 자료를 만들다가요. ",
+    "코드 보다가 궁금해졌어. ", "친구가 물어봐서요. ", "헷갈려서 그러는데, ", "기초 질문이라 죄송한데요, ",
+    "다시 한번 여쭤볼게요. ", "강의에 나온 말인데요, ", "블로그 글을 읽다가요. ", "궁금해서 그러는데요, ",
+    "복습하는 중이에요. ", "하나 더요. ", "좋은 아침이에요. ", "오랜만이에요. ", "과제 하다가 막혔어요. ",
+    "모델 구조를 공부하고 있어요. ", "그런데 ", "참, ", "이것도 물어볼게요. ", "바쁘신데 죄송해요. ",
+    "어제 세미나에서 들었는데요, ", "간단한 질문이에요. ",
 ]
 _KO_FRAMES = [
     "{N}{i} 뭐예요?", "{N}{i} 뭐야?", "{N}{i} 무엇인가요?", "{N}{eun} 무슨 뜻이에요?",
@@ -188,11 +205,22 @@ _KO_FRAMES = [
     "{N}{i} 무슨 의미인지 궁금해요.", "{N}{i} 무슨 의미인지 궁금해.", "{N}{eun} 뭘 가리키는 말인가요?",
     "{N}, 그게 뭐예요?", "{N}, 그게 뭐야?", "{N}{i} 뭔가요?", "{N}{eul} 잘 모르겠어요. 뭔가요?",
     "{N}{i} 뭔지 설명 부탁드려요.",
+    "{N}{i} 뭔데?", "{N}{eul} 설명해 줄래?", "{N}{eun} 어떻게 정의돼요?", "{N}{i} 뭐였더라?",
+    "{N}{i} 뭔지 한 줄로 알려 줘.", "{N}{eul} 모르겠어. 알려 줘.", "{N} 설명해 주세요.", "{N}{i} 대체 뭐예요?",
+    "{N}{eun} 무슨 개념이에요?", "{N}{i} 무엇을 말하나요?", "{N}{eul} 정의해 줘.", "{N}의 뜻이 뭐예요?",
+    "{N} 뜻 좀 알려 줄래요?", "{N}{i} 뭔지 궁금해요.", "{N}{eul} 짧게 설명해 주세요.", "{N}{eun} 뭘 의미해?",
 ]
 _EN_OPENINGS = [
     "", "Hi! ", "Hello. ", "Quick question. ", "Hey, ", "Sorry to bother you. ", "I'm studying LLMs. ",
     "One question: ", "Hi there. ", "I'm reading a paper and got stuck. ", "Good morning! ", "Okay, ",
     "I have a question. ", "Excuse me, ", "Hello again. ", "While we're at it, ",
+    "Hey there. ", "Good evening. ", "Quick one: ", "I'm new to this. ", "My teacher mentioned something. ",
+    "I'm studying for an interview. ", "I saw this in some code. ", "A friend asked me this. ",
+    "Sorry if this is basic, ", "Another one: ", "Back again. ", "I'm reading a blog post. ",
+    "I'm preparing slides. ", "I heard a term at a seminar today. ", "I got confused in class. ", "Help! ",
+    "Hmm, ", "So, ", "By the way, ", "Just wondering, ", "I'm reviewing my notes. ", "Can I ask something? ",
+    "Thanks for earlier. ", "Let me ask you this. ", "Long time no see! ", "I'm stuck on my homework. ",
+    "I'm learning about transformers. ", "Out of curiosity, ",
 ]
 _EN_FRAMES = [
     "What is {N}?", "What's {N}?", "What does {N} mean?", "Can you define {N}?",
@@ -204,32 +232,69 @@ _EN_FRAMES = [
     "Please define {N}.", "What's the definition of {N}?", "Could you define {N} for me?",
     "What is {N}, briefly?", "So what is {N}?", "Help me understand {N} in one sentence.",
     "I don't know {N}. What is it?", "What does the term {N} refer to?",
+    "What's {N}, exactly?", "Explain {N}.", "What is {N} about?", "Briefly, what is {N}?", "Define {N}.",
+    "What's meant by {N}?", "I need a definition of {N}.", "Could you tell me what {N} is?",
+    "What is this {N} thing?", "{N}? What's that?", "Tell me about {N} in one sentence.",
+    "Can you explain what {N} means?", "What's {N} in one line?", "Give me the definition of {N}.",
+    "Any idea what {N} is?", "How do you define {N}?",
 ]
 _FOLLOW_UPS = {
     "ko": {
         "en": ["영어로는?", "영어로는 뭐라고 해요?", "영어 이름은 뭐야?", "영어로 뭐라고 불러?",
-               "영어 용어로는 어떻게 써요?", "영문 명칭이 궁금해요.", "영어로 하면?", "영어 표현은요?"],
+               "영어 용어로는 어떻게 써요?", "영문 명칭이 궁금해요.", "영어로 하면?", "영어 표현은요?",
+                "영어 명칭은요?", "영어로 뭐라고 해?", "원어로는요?", "영문으로는?",
+                "영어 원어는요?", "영어로는 어떻게 말해요?", "영어 철자가 궁금해요.", "영어 용어도 알려 주세요.",
+                "영어로 쓰면 뭐예요?", "영어 단어로는?", "영어 이름도 있어?", "영문 표기는요?",
+                "영어로는 뭐라고 부르나요?", "영어 명칭도 알려 줄래?", "원래 영어로는 뭐야?", "영어로 뭐라고 쓰는지 알려 줘."],
         "ko": ["한국어로는?", "우리말로는 뭐라고 해요?", "한국어 이름은 뭐야?", "한국어 용어로는 뭐예요?",
-               "우리말 용어가 있어요?", "한국어로 하면?", "한글 이름은요?", "한국어로는 어떻게 불러?"],
+               "우리말 용어가 있어요?", "한국어로 하면?", "한글 이름은요?", "한국어로는 어떻게 불러?",
+                "한국말로는?", "한국어 명칭은요?", "우리말 이름은?", "한국어로 뭐라고 해?",
+                "한국어 용어도 알려 주세요.", "우리말로 하면요?", "한국어로는 뭐라고 불러요?", "번역어는 뭐예요?",
+                "한국어 번역은?", "한글 용어는 뭐야?", "우리말 용어로는 뭐라고 해?", "한국어 이름도 있어?",
+                "한국어로 뭐라고 써요?", "한국어 표현은요?", "국문 명칭은요?", "우리말 번역어가 궁금해요."],
         "abbr": ["약어는?", "줄여서 뭐라고 해요?", "약자는 뭐야?", "짧게 부르는 이름이 있어요?",
-                 "약칭이 있나요?", "줄임말은?", "약어로는 어떻게 써?", "줄여 부르는 말이 있어?"],
+                 "약칭이 있나요?", "줄임말은?", "약어로는 어떻게 써?", "줄여 부르는 말이 있어?",
+                "약어 있어?", "줄여서는?", "약칭은요?", "짧게 쓰면?",
+                "약어도 있어요?", "줄임말이 있나요?", "줄여서 부르는 이름은요?", "약자로는?",
+                "약어로 뭐라고 써요?", "짧은 이름이 있어?", "줄여서 쓰는 말은?", "약칭이 뭐예요?",
+                "약어 알려 줘.", "머리글자로는?", "줄여 쓰면 뭐예요?", "약어가 따로 있나?"],
         "page": ["어느 페이지에서 볼 수 있어?", "자세한 설명은 어디 있어요?", "어떤 페이지를 보면 돼요?",
                  "더 읽으려면 어디로 가야 해?", "이 용어집에서 어느 페이지예요?", "설명 페이지는 어디야?",
-                 "어디서 더 자세히 볼 수 있나요?", "관련 페이지 알려 줄래?"],
+                 "어디서 더 자세히 볼 수 있나요?", "관련 페이지 알려 줄래?",
+                "어디서 읽을 수 있어?", "해당 페이지는요?", "설명 페이지 알려 주세요.", "어느 페이지야?",
+                "관련 페이지가 어디예요?", "어느 페이지에 나와?", "이 용어는 어디서 설명해요?", "페이지 이름 알려 줘.",
+                "어느 문서를 보면 돼?", "설명이 있는 페이지는요?", "자세히 보려면 어느 페이지야?", "용어집에서 어디에 있어요?",
+                "어떤 페이지에서 다뤄요?", "더 공부하려면 어디를 봐요?", "해당 문서가 어디 있어?", "페이지 좀 알려 주세요."],
     },
     "en": {
         "en": ["And in English?", "What's the English name?", "What is it called in English?",
                "How do you say it in English?", "The English term?", "And the English name is?",
-               "What's it in English?", "Its English name, please."],
+               "What's it in English?", "Its English name, please.",
+                "In English?", "What do you call it in English?", "And the English term?", "English name?",
+                "What's the English term?", "Say it in English?", "In English, please.", "And its English name?",
+                "What is the English word for it?", "English term, please.", "How is it called in English?", "What would that be in English?",
+                "Give me the English name.", "The English name?", "What's its name in English?", "English version of the name?"],
         "ko": ["And in Korean?", "What's it called in Korean?", "How do you say it in Korean?",
                "What's the Korean name?", "The Korean term?", "And the Korean name is?",
-               "What's it in Korean?", "Its Korean name, please."],
+               "What's it in Korean?", "Its Korean name, please.",
+                "In Korean?", "What do you call it in Korean?", "And the Korean term?", "Korean name?",
+                "What's the Korean term?", "Say it in Korean?", "In Korean, please.", "And its Korean name?",
+                "What is the Korean word for it?", "Korean term, please.", "How is it called in Korean?", "What would that be in Korean?",
+                "Give me the Korean name.", "The Korean name?", "What's its name in Korean?", "Korean version of the name?"],
         "abbr": ["What's the abbreviation?", "Is there a short form?", "How is it abbreviated?",
                  "Does it have an acronym?", "What's the short name?", "Any abbreviation?",
-                 "And abbreviated?", "What do people call it for short?"],
+                 "And abbreviated?", "What do people call it for short?",
+                "Short form?", "Is there an acronym?", "How do people abbreviate it?", "Its abbreviation?",
+                "Abbreviation?", "What's it abbreviated as?", "Is there a shorter name?", "Does it have a short form?",
+                "What's the acronym?", "Any acronym for it?", "How do you write it for short?", "What's the abbreviated form?",
+                "Is it usually abbreviated?", "Short name, please.", "Does it have an abbreviation?", "What do people shorten it to?"],
         "page": ["Which page covers it?", "Where can I read more?", "Which page explains it?",
                  "Where is it explained in this glossary?", "What page should I read?",
-                 "Where's the page for it?", "Which page is it on?", "Can you point me to the page?"],
+                 "Where's the page for it?", "Which page is it on?", "Can you point me to the page?",
+                "Where can I learn more?", "Which page is that?", "Where do I read about it?", "Link to the page?",
+                "Which page is it?", "Where's it covered?", "What page covers this?", "Where can I read about it?",
+                "Is there a page on it?", "Which page should I open?", "Where in the glossary is it?", "Point me to the page, please.",
+                "Which page talks about it?", "Where is the page?", "What page is it explained on?", "Where should I look for more?"],
     },
 }
 
