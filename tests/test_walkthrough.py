@@ -169,3 +169,127 @@ def test_tiny_run_reports_every_metric_and_the_loss_falls(tmp_path, monkeypatch)
     pre = w.history["pretrain"].loss
     assert pre[-1] < pre[0]
     assert 0 <= m["end_rate"] <= 1 and m["n_replies"] == len(w.samples) > 0
+
+
+# ------------------------------------------------------------------ initial weights
+
+
+def test_init_weights_scales_every_matrix_to_its_fan_in():
+    from llm_glossary.model import Llama, LlamaConfig
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=3000, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=256,
+                         max_seq_len=32, tie_embeddings=False)
+    model = walkthrough.init_weights(Llama(config))
+    for name, p in model.named_parameters():
+        std = float(p.detach().std())
+        if name == "lm_head.weight":
+            assert std == pytest.approx(0.02, rel=0.02), name
+        elif name == "embed_tokens.weight":
+            assert std == pytest.approx(1.0, rel=0.02), name
+        elif p.dim() == 2:
+            assert std == pytest.approx(p.shape[1] ** -0.5, rel=0.05), name  # 1/√fan_in
+        else:
+            assert torch.equal(p, torch.ones_like(p)), name  # the RMSNorm gains
+    tied = walkthrough.init_weights(Llama(LlamaConfig(**{**config.to_dict(), "tie_embeddings": True})))
+    assert tied.lm_head.weight is tied.embed_tokens.weight
+    assert float(tied.embed_tokens.weight.detach().std()) == pytest.approx(0.02, rel=0.02)
+
+
+# ------------------------------------------------------------------ the exact-answer check
+
+
+class _Oracle(torch.nn.Module):
+    """A 'model' whose most likely next token is the next id of one of the given sequences."""
+
+    def __init__(self, sequences, vocab_size):
+        super().__init__()
+        self.lm_head = torch.nn.Linear(1, vocab_size, bias=False)  # for .weight.device
+        self.next = {}
+        for ids in sequences:
+            for t in range(len(ids) - 1):
+                self.next[tuple(ids[: t + 1])] = ids[t + 1]
+        self.vocab_size = vocab_size
+
+    def forward(self, idx, logits_at=None):
+        B, T = idx.shape
+        logits = torch.zeros(B, T, self.vocab_size)
+        for b in range(B):
+            row = idx[b].tolist()
+            for t in range(T):
+                logits[b, t, self.next.get(tuple(row[: t + 1]), 0)] = 1.0
+        return logits[logits_at] if logits_at is not None else logits
+
+
+def test_teacher_forced_check_uses_the_answer_ids_that_training_uses():
+    """An oracle that continues every prompt with its answer exactly as encode_dialog encodes
+    it passes; the answer's ids as tokenizer.encode(answer) gives them (a leading '▁' on the
+    first piece) would fail on the first token."""
+    from llm_glossary.dialog import Message, chat_tokenizer, encode_dialog, encode_prompt
+
+    tok = chat_tokenizer()
+    prompts = [s for s in walkthrough.eval_prompts() if s.kind != "everyday"][:12]
+    sequences = [encode_dialog([*[Message(r, c) for r, c in s.messages], Message("assistant", s.expected)], tok)[0]
+                 for s in prompts]
+    first = sequences[0][len(encode_prompt([Message(r, c) for r, c in prompts[0].messages], tok))]
+    assert first != tok.encode(prompts[0].expected)[0]  # the case the check must get right
+    assert walkthrough.teacher_forced_exact(_Oracle(sequences, tok.vocab_size), tok, prompts) == [True] * 12
+    # an oracle that knows every answer but the last one's final token before <|eot_id|>
+    broken = [list(ids) for ids in sequences]
+    broken[-1][-2] = (broken[-1][-2] + 1) % 100
+    got = walkthrough.teacher_forced_exact(_Oracle(broken, tok.vocab_size), tok, prompts, batch_size=5)
+    assert got == [True] * 11 + [False]
+
+
+def test_teacher_forced_check_agrees_with_greedy_decoding(tmp_path, monkeypatch):
+    """On a real (tiny) model: the one-pass check says True exactly where greedy decoding
+    reproduces the expected answer's ids and then <|eot_id|> (the oracle test above has the
+    True cases; here the model's own replies are expected for half the prompts)."""
+    from llm_glossary.dialog import Message, encode_dialog, encode_prompt
+
+    monkeypatch.setenv("LLM_GLOSSARY_NO_CACHE", "1")
+    monkeypatch.setattr(walkthrough, "_MEMO", {})
+    w = walkthrough.run(recipe="tiny")
+    samples = [s for s in walkthrough.eval_prompts() if s.kind != "everyday"][::9]
+    # half of them expect what the model really says (its greedy reply), half the reference
+    replies = walkthrough.greedy_replies(w.model, w.tokenizer, [walkthrough.Sample(**vars(s)) for s in samples])
+    for k, (s, r) in enumerate(zip(samples, replies)):
+        if k % 2 == 0:
+            s.expected = r.text[:40]  # (the tiny model does not stop yet: no eot after it)
+    got = walkthrough.teacher_forced_exact(w.model, w.tokenizer, samples)
+    for s, flag in zip(samples, got):
+        msgs = [Message(r, c) for r, c in s.messages]
+        prompt = encode_prompt(msgs, w.tokenizer)
+        want = encode_dialog([*msgs, Message("assistant", s.expected)], w.tokenizer)[0][len(prompt):]
+        out = w.model.generate(torch.tensor([prompt]), len(want), stop_tokens=[w.tokenizer.eot_id])[0, len(prompt):]
+        assert flag == (out.tolist() == want), s.messages
+
+
+# ------------------------------------------------------------------ the misconceptions' runs
+
+
+def test_variants_share_the_walkthroughs_first_steps(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_GLOSSARY_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("LLM_GLOSSARY_NO_CACHE", raising=False)
+    monkeypatch.setattr(walkthrough, "_MEMO", {})
+    monkeypatch.setattr(walkthrough, "_VARIANT_MEMO", {})
+    w = walkthrough.run(recipe="tiny")
+    k = walkthrough.variant_steps(recipe("tiny"))
+    assert k == recipe("tiny").finetune.steps  # a recipe shorter than VARIANT_STEPS: all of it
+    # the "assistant" run is the walkthrough at step k: the same steps again give the same weights
+    import copy
+
+    from llm_glossary.train import finetune
+
+    again = copy.deepcopy(w.pretrained)
+    finetune(again, shipped_dialogs("train"), w.tokenizer, recipe("tiny").finetune, stop_at=k)
+    for (name, a), b in zip(w.early.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    v = walkthrough.variants(recipe="tiny")
+    assert list(v) == ["assistant", "all", "no-eot"]
+    assert all(r["steps"] == k and r["n_replies"] == 12 for r in v.values())
+    assert v["no-eot"]["end_rate"] == 0  # never trained to produce <|eot_id|>
+    assert len(v) == 3 and v["all"]["heldout_loss"] != v["assistant"]["heldout_loss"]
+    assert list(tmp_path.glob("variants-*.json"))
+    monkeypatch.setattr(walkthrough, "_VARIANT_MEMO", {})
+    assert walkthrough.variants(recipe="tiny") == v  # from the disk cache

@@ -150,6 +150,8 @@ def _readable(fig: Any) -> None:
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    if not any(t.get_visible() and t.get_text().strip() for ax in fig.axes for t in ax.texts):
+        return  # no text drawn over the data: nothing to check (and no drawing to pay for)
     canvas = FigureCanvasAgg(fig)  # display coordinates and a renderer for the text extents
     canvas.draw()
     renderer = canvas.get_renderer()

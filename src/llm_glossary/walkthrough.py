@@ -43,6 +43,7 @@ from llm_glossary.model import Llama, LlamaConfig
 from llm_glossary.recipes import Recipe, recipe as get_recipe
 from llm_glossary.train import (
     History,
+    StepInfo,
     evaluate,
     finetune,
     heldout_token_loss,
@@ -61,6 +62,14 @@ __all__ = [
 ]
 
 MAX_NEW_TOKENS = 96
+# the misconceptions' fine-tunes: the first this many steps of the walkthrough's schedule
+# (all of it for a recipe with fewer steps)
+VARIANT_STEPS = 80
+
+
+def variant_steps(rec: Recipe) -> int:
+    """Fine-tuning steps of the misconceptions' runs for a recipe."""
+    return min(VARIANT_STEPS, rec.finetune.steps)
 _MODULES = (
     "model",
     "attention",
@@ -118,6 +127,7 @@ class Walkthrough:
     recipe: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     cached: bool = False
+    early: Llama | None = None  # after variant_steps(recipe) fine-tuning steps
 
 
 # ------------------------------------------------------------------ prompts and greedy replies
@@ -223,29 +233,38 @@ def teacher_forced_exact(
     ``batch_size`` samples checks what ``len(answer)`` decoding steps would. The check is
     strict: a reply that spells the same text with other pieces counts as wrong.
     """
-    eot = tokenizer.eot_id
     rows = []
     for s in samples:
-        prompt = encode_prompt(
-            [Message(r, c) for r, c in s.messages], tokenizer
+        messages = [Message(r, c) for r, c in s.messages]
+        prompt = encode_prompt(messages, tokenizer)
+        # the answer's ids as training encodes them: a message's first piece carries no
+        # leading "▁" (it follows the header's blank line), unlike tokenizer.encode(answer)
+        ids, _ = encode_dialog(
+            [*messages, Message("assistant", s.expected)], tokenizer
         )
-        target = tokenizer.encode(s.expected) + [eot]
-        rows.append((prompt + target, len(prompt)))
+        assert ids[: len(prompt)] == prompt  # the ids end with the answer's <|eot_id|>
+        rows.append((ids, len(prompt)))
     device = model.lm_head.weight.device
-    out: list[bool] = []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i : i + batch_size]
-        T = max(len(ids) for ids, _ in chunk)
+    out: dict[int, bool] = {}
+    order = sorted(range(len(rows)), key=lambda k: len(rows[k][0]))  # pad little
+    for i in range(0, len(order), batch_size):
+        chunk = order[i : i + batch_size]
+        T = max(len(rows[k][0]) for k in chunk)
         idx = torch.full((len(chunk), T), tokenizer.pad_id, dtype=torch.long)
-        for j, (ids, _) in enumerate(chunk):
+        # the positions whose next token belongs to the answer
+        at = torch.zeros((len(chunk), T), dtype=torch.bool)
+        for j, k in enumerate(chunk):
+            ids, start = rows[k]
             idx[j, : len(ids)] = torch.tensor(ids)
-        pred = (
-            model(idx.to(device)).argmax(-1).cpu()
-        )  # (B, T): the next token after each position
-        for j, (ids, start) in enumerate(chunk):
+            at[j, start - 1 : len(ids) - 1] = True
+        pred = model(idx.to(device), logits_at=at.to(device)).argmax(-1).cpu()
+        n = 0  # pred holds the answers one after the other, row by row
+        for k in chunk:
+            ids, start = rows[k]
             want = torch.tensor(ids[start:])
-            out.append(bool((pred[j, start - 1 : len(ids) - 1] == want).all()))
-    return out
+            out[k] = bool((pred[n : n + len(want)] == want).all())
+            n += len(want)
+    return [out[k] for k in range(len(rows))]
 
 
 def reply_sample(prompts: list[Sample], per_kind: int = 8) -> list[Sample]:
@@ -362,6 +381,7 @@ def _save(folder: Path, w: Walkthrough) -> None:
     with atomic_folder(folder) as tmp:
         w.pretrained.save(tmp / "pretrained")
         w.model.save(tmp / "model")
+        w.early.save(tmp / "early")
         atomic_write_json(
             tmp / "result.json",
             {
@@ -378,7 +398,7 @@ def _save(folder: Path, w: Walkthrough) -> None:
 def _load(folder: Path, tokenizer, device) -> Walkthrough | None:
     from llm_glossary.checkpoint import read_json
 
-    if not (folder / "result.json").is_file():
+    if not (folder / "result.json").is_file() or not (folder / "early").is_dir():
         return None
     data = read_json(folder / "result.json")
     samples = lambda rows: [
@@ -396,6 +416,7 @@ def _load(folder: Path, tokenizer, device) -> Walkthrough | None:
         recipe=data["recipe"],
         timings=data["timings"],
         cached=True,
+        early=Llama.load(folder / "early", device=device),
     )
 
 
@@ -411,18 +432,30 @@ def corpus_ids(tokenizer, split: str) -> torch.Tensor:
     return torch.tensor(tokenizer.encode(load_corpus(split)), dtype=torch.long)
 
 
-def init_weights(model: Llama, std: float = 0.02) -> Llama:
-    """Small normal initial weights (GPT-2's 0.02) for every matrix; norms stay at one.
+# --8<-- [start:init]
+def init_weights(model: Llama, head_std: float = 0.02) -> Llama:
+    """Initial weights scaled to the width: every matrix N(0, 1/fan_in).
 
-    PyTorch's defaults give the embedding unit-variance rows, and with the embedding tied to
-    the output head the first logits are so large that the loss starts near 30 instead of
-    near ln V.
+    - A matrix with fan_in inputs gets std 1/√fan_in, so each layer keeps the
+      size of what flows through it (GPT-2's fixed 0.02 suits a width of
+      about 2,500; at width 128 it shrinks every layer's output about 4×).
+    - The output head starts small (std ``head_std``): the first predictions
+      are near uniform and the first loss is near ln V.
+    - An untied input embedding gets unit-variance rows (PyTorch's default);
+      a tied one is the output head and starts small like it.
+    - The RMSNorm gains stay at one.
     """
+    head = model.lm_head.weight
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
-                module.weight.normal_(0.0, std)
+        for name, p in model.named_parameters():
+            if p is head:
+                p.normal_(0.0, head_std)
+            elif name == "embed_tokens.weight":
+                p.normal_(0.0, 1.0)
+            elif p.dim() == 2:  # (out, in)
+                p.normal_(0.0, p.shape[1] ** -0.5)
     return model
+# --8<-- [end:init]
 
 
 # --8<-- [start:run]
@@ -449,7 +482,14 @@ def train_walkthrough(
     t0 = time.perf_counter()
     train_dialogs = shipped_dialogs("train")
     held_dialogs = shipped_dialogs("heldout")
-    sft = finetune(model, train_dialogs, tokenizer, rec.finetune, device=device)
+    early = []  # a copy for the misconceptions (variants)
+
+    def keep(info: StepInfo) -> None:
+        if info.step == variant_steps(rec):
+            early.append(copy.deepcopy(model).eval())
+
+    sft = finetune(model, train_dialogs, tokenizer, rec.finetune,
+                   device=device, on_step=keep)
     model.eval()
     times["finetune"] = time.perf_counter() - t0
 
@@ -466,7 +506,7 @@ def train_walkthrough(
     before_samples = greedy_replies(
         pretrained,
         tokenizer,
-        reply_sample(prompts, per_kind=max(1, rec.eval_replies // 4)),
+        reply_sample(prompts, per_kind=max(1, rec.eval_replies // 8)),
     )
     times["evaluate"] = time.perf_counter() - t0
 
@@ -506,6 +546,7 @@ def train_walkthrough(
         before_samples,
         rec.to_dict(),
         times,
+        early=early[0] if early else None,
     )
 
 
@@ -557,119 +598,66 @@ VARIANTS = ("assistant", "all", "no-eot")
 _VARIANT_MEMO: dict[tuple, dict] = {}
 
 
-def _finetune_without_eot(
-    model: Llama, dialogs, tokenizer, config, device
-) -> History:
-    """Fine-tuning on the assistant tokens with every <|eot_id|> target masked out."""
-    from llm_glossary import train as T
-
-    examples, truncated, dropped = T._fit_dialogs(
-        dialogs,
-        tokenizer,
-        config.seq_len + 1,
-        config.train_on,
-        config.long_dialogs,
-    )
-    eot = tokenizer.eot_id
-    examples = [
-        (ids, [-100 if i == eot else label for i, label in zip(ids, labels)])
-        for ids, labels in examples
-    ]
-    flat = torch.tensor(
-        [i for ids, labels in examples for i in (*ids, *labels, -1)],
-        dtype=torch.long,
-    )
-    data = T._Dialogs(examples, tokenizer.pad_id, T._checksum(flat))
-    history = T.History(
-        kind="finetune",
-        n_examples=len(examples),
-        n_truncated=truncated,
-        n_dropped=dropped,
-    )
-    return T._train(
-        "finetune",
-        model,
-        data,
-        config,
-        heldout_loss=None,
-        device=device,
-        on_step=None,
-        checkpoint=None,
-        history=history,
-    )
-
-
 def variants(
     *,
     device: str | None = None,
     use_cache: bool = True,
     recipe: str | None = None,
-    fraction: float = 0.34,
 ) -> dict[str, dict]:
-    """Three short fine-tunes from the same pretrained model, for the misconceptions.
+    """Three fine-tunes that differ only in their targets, for the misconceptions.
 
-    ``"assistant"`` (targets: the assistant's tokens and <|eot_id|>, the default),
-    ``"all"`` (every token is a target) and ``"no-eot"`` (the assistant's tokens without
-    <|eot_id|>), each for ``fraction`` of the recipe's fine-tuning steps. Each reports
-    the held-out loss on the assistant's tokens (the same targets for all three), the
-    end-of-turn rate of greedy replies to a fixed sample of held-out prompts, and the
-    exact-answer rate on the held-out glossary questions.
+    ``"assistant"`` (the assistant's tokens and <|eot_id|>, the default), ``"all"``
+    (every token) and ``"no-eot"`` (the assistant's tokens without <|eot_id|>:
+    ``TrainConfig(train_eot=False)``). Each is the first :func:`variant_steps` steps of
+    the walkthrough's fine-tuning, from the same pretrained model, with the same
+    schedule and the same batches (``finetune(..., stop_at=...)``); the
+    ``"assistant"`` one is the walkthrough itself at that step, so only two run here.
+    Each reports the held-out loss on the assistant's tokens (the same targets for all
+    three) and the end-of-turn rate of greedy replies to a fixed sample of held-out
+    prompts (two of each kind and language).
     """
     import dataclasses
 
     w = run(device=device, use_cache=use_cache, recipe=recipe)
     dev = w.model.lm_head.weight.device
     rec = get_recipe(w.recipe["name"])
-    key = (rec.name, str(dev), fraction)
+    k = variant_steps(rec)
+    key = (rec.name, str(dev))
     if use_cache and key in _VARIANT_MEMO:
         return _VARIANT_MEMO[key]
     from llm_glossary.checkpoint import atomic_write_json, read_json
 
-    path = (
-        cache_dir()
-        / f"variants-{cache_key(rec, str(dev), extra={'fraction': fraction})}.json"
-    )
+    extra = {"variants": k}
+    path = cache_dir() / f"variants-{cache_key(rec, str(dev), extra=extra)}.json"
     if _use_disk_cache(use_cache) and path.is_file():
         _VARIANT_MEMO[key] = read_json(path)
         return _VARIANT_MEMO[key]
-    steps = max(1, int(rec.finetune.steps * fraction))
-    base = dataclasses.replace(
-        rec.finetune,
-        steps=steps,
-        warmup_steps=min(rec.finetune.warmup_steps, steps),
-        eval_every=0,
-    )
-    train_dialogs, held = shipped_dialogs("train"), shipped_dialogs("heldout")
+    configs = {
+        "all": dataclasses.replace(rec.finetune, train_on="all"),
+        "no-eot": dataclasses.replace(rec.finetune, train_eot=False),
+    }
+    train_dialogs = shipped_dialogs("train")
+    held = shipped_dialogs("heldout")
     prompts = eval_prompts()
-    questions = [s for s in prompts if s.kind == "question"]
     out: dict[str, dict] = {}
     for name in VARIANTS:
-        model = copy.deepcopy(w.pretrained).train()
         t0 = time.perf_counter()
-        if name == "no-eot":
-            _finetune_without_eot(model, train_dialogs, w.tokenizer, base, dev)
+        if name == "assistant":
+            model = w.early
         else:
-            finetune(
-                model,
-                train_dialogs,
-                w.tokenizer,
-                dataclasses.replace(base, train_on=name),
-                device=dev,
-            )
+            model = copy.deepcopy(w.pretrained)
+            finetune(model, train_dialogs, w.tokenizer, configs[name],
+                     device=dev, stop_at=k)
         model.eval()
         replies = greedy_replies(
-            model, w.tokenizer, reply_sample(prompts, per_kind=3)
+            model, w.tokenizer, reply_sample(prompts, per_kind=2)
         )
-        ev = evaluate(model, held, w.tokenizer, seq_len=base.seq_len)
+        ev = evaluate(model, held, w.tokenizer, seq_len=rec.finetune.seq_len)
         out[name] = {
-            "steps": steps,
+            "steps": k,
             "heldout_loss": ev.loss,
             "end_rate": sum(s.ended for s in replies) / len(replies),
             "n_replies": len(replies),
-            "question_exact": sum(
-                teacher_forced_exact(model, w.tokenizer, questions)
-            )
-            / len(questions),
             "seconds": time.perf_counter() - t0,
         }
     if _use_disk_cache(True):
