@@ -117,8 +117,12 @@ def test_search_is_configured_for_korean_and_english(site):
     assert '"lang":["ko","en"]' in config.replace(" ", "")
 
 
-def test_a_planted_failing_block_fails_the_build(root, tmp_path):
-    """Copy the project, plant a failing executed block, and expect the strict build to fail."""
+def test_a_planted_failing_block_fails_the_build(root, tmp_path, site, site_cache):
+    """Copy the project, plant a failing executed block, and expect the strict build to fail.
+
+    The copy reuses the session build's walkthrough cache (the same code and data, so the same
+    cache key): the walkthrough does not train a second time.
+    """
     work = tmp_path / "project"
     work.mkdir()
     for name in ("mkdocs.yml",):
@@ -129,7 +133,8 @@ def test_a_planted_failing_block_fails_the_build(root, tmp_path):
     block = '```python exec="on" session="{lang}-planted"\nvalue = 1 + 1\nassert value == 3, "planted failure"\n```\n'
     for lang in ("ko", "en"):
         (work / "docs" / f"planted.{lang}.md").write_text(f"# Planted\n\n{block.format(lang=lang)}", encoding="utf-8")
-    result = _build(work, tmp_path / "out")
+    assert list(site_cache.glob("walkthrough-*"))  # filled by the session's build
+    result = _build(work, tmp_path / "out", cache=site_cache)
     output = result.stdout + result.stderr
     assert result.returncode != 0, "a failing executed block did not fail the strict build"
     assert "planted failure" in output and "AssertionError" in output
