@@ -1,7 +1,7 @@
 """The project's Llama against Hugging Face LlamaForCausalLM, and KV-cached generation.
 
     python benchmarks/model.py            # CPU by default; --device cuda on a GPU
-    python benchmarks/model.py --json out.json
+    python benchmarks/model.py --json docs/data/model_bench.json   # the figures the KV-cache page shows
 
 1. Training-step throughput (tokens/s): forward, cross-entropy, backward and an AdamW step on
    the same configuration, weights and batch, for both models (transformers uses its SDPA
@@ -145,13 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, value, ok in goals:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {value:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({
+        import datetime
+
+        from llm_glossary.checkpoint import atomic_write_json
+
+        atomic_write_json(args.json, {
             "machine": machine_description(device), "torch": torch.__version__, "device": device.type,
+            "date": datetime.date.today().isoformat(),
+            "config": {"dim": args.dim, "n_layers": args.layers, "n_heads": args.heads,
+                       "n_kv_heads": args.kv_heads, "vocab_size": args.vocab, "dtype": "float32"},
+            "new_tokens": args.new_tokens,
             "train_s": {"ours": t_ours, "transformers": t_hf, "transformers_copy": t_twin},
             "train_ratio": ratio_train, "train_aa_noise": noise,
             "generate": gen_rows,
             "goals": [{"goal": n, "value": v, "pass": ok} for n, v, ok in goals],
-        }, indent=2) + "\n")
+        })
     return 0 if all(ok for *_, ok in goals) else 1
 
 

@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 GOOD = ROOT / "examples" / "my-dialogs.json"
 BROKEN = ROOT / "examples" / "broken-dialogs.json"
 SFT_STEPS = 8
+# The interruption tests signal a child after its step 3; the run must still be going then, so
+# they train longer than a step takes to log and a signal to arrive.
+INTERRUPT_STEPS = 120
 TIME_FIELDS = {"tokens_per_s", "elapsed_s"}  # wall-clock: the only fields that may differ
 
 
@@ -120,8 +123,8 @@ def base(work) -> Path:
     return out
 
 
-def sft_args(base: Path, out: Path, *extra) -> list:
-    return ["sft", "--config", "tiny", "--base", base, "--data", GOOD, "--out", out, "--steps", SFT_STEPS,
+def sft_args(base: Path, out: Path, *extra, steps: int = SFT_STEPS) -> list:
+    return ["sft", "--config", "tiny", "--base", base, "--data", GOOD, "--out", out, "--steps", steps,
             "--batch-size", 4, "--save-every", 2, "--device", "cpu", *extra]
 
 
@@ -132,6 +135,15 @@ def trained(base, work) -> dict:
     code, stdout, stderr = run_main(*sft_args(base, out, "--log-jsonl", log))
     assert code == 0, stderr
     return {"out": out, "log": log, "stdout": stdout, "stderr": stderr}
+
+
+@pytest.fixture(scope="module")
+def long_trained(base, work) -> dict:
+    """The uninterrupted reference of the interruption tests (INTERRUPT_STEPS steps)."""
+    out, log = work / "sft-long", work / "sft-long.jsonl"
+    code, stdout, stderr = run_main(*sft_args(base, out, "--log-jsonl", log, steps=INTERRUPT_STEPS))
+    assert code == 0, stderr
+    return {"out": out, "log": log}
 
 
 # ---------------------------------------------------------------------------- usage
@@ -433,12 +445,12 @@ def test_sft_default_base_is_the_walkthrough_pretrained_model(base, tmp_path, mo
 # ---------------------------------------------------------------------------- exact resume
 
 
-def test_sigkill_then_resume_is_bit_identical(base, trained, tmp_path):
+def test_sigkill_then_resume_is_bit_identical(base, long_trained, tmp_path):
     """Kill -9 at an arbitrary step after a checkpoint exists; --resume ends where the uninterrupted run did."""
     out, log = tmp_path / "killed", tmp_path / "killed.jsonl"
-    kill_at = random.Random().randint(3, SFT_STEPS - 2)  # checkpoints every 2 steps: one exists by then
-    proc = subprocess.Popen(command(*sft_args(base, out, "--log-jsonl", log)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=child_env())
+    kill_at = random.Random().randint(3, 8)  # checkpoints every 2 steps: one exists by then
+    proc = subprocess.Popen(command(*sft_args(base, out, "--log-jsonl", log, steps=INTERRUPT_STEPS)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env())
     deadline = time.monotonic() + 300
     while last_logged_step(log) < kill_at and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)
@@ -447,21 +459,22 @@ def test_sigkill_then_resume_is_bit_identical(base, trained, tmp_path):
     assert proc.wait() == -signal.SIGKILL
     proc.stderr.close()
     killed_at = last_logged_step(log)
-    assert kill_at <= killed_at < SFT_STEPS, killed_at
+    assert kill_at <= killed_at < INTERRUPT_STEPS, killed_at
     assert not (out / "model.safetensors").exists()
-    code, stdout, stderr = run_main(*sft_args(base, out, "--log-jsonl", log, "--resume"))
+    code, stdout, stderr = run_main(*sft_args(base, out, "--log-jsonl", log, "--resume", steps=INTERRUPT_STEPS))
     assert code == 0, stderr
-    ref, got = weights(trained["out"]), weights(out)
+    ref, got = weights(long_trained["out"]), weights(out)
     assert sorted(ref) == sorted(got)
     for name in ref:
         assert torch.equal(ref[name], got[name]), f"{name} differs after kill at step {killed_at}"
-    assert without_time(log_records(log)) == without_time(log_records(trained["log"]))
+    assert without_time(log_records(log)) == without_time(log_records(long_trained["log"]))
 
 
-def test_sigint_writes_a_checkpoint_and_exits_130(base, trained, tmp_path):
+def test_sigint_writes_a_checkpoint_and_exits_130(base, long_trained, tmp_path):
     out, log = tmp_path / "interrupted", tmp_path / "interrupted.jsonl"
-    proc = subprocess.Popen(command(*sft_args(base, out, "--log-jsonl", log, "--save-every", 100)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    args = sft_args(base, out, "--log-jsonl", log, "--save-every", 1000, steps=INTERRUPT_STEPS)
+    proc = subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env())
     deadline = time.monotonic() + 300
     while last_logged_step(log) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)
@@ -472,15 +485,15 @@ def test_sigint_writes_a_checkpoint_and_exits_130(base, trained, tmp_path):
     line = one_error_line(stderr)
     assert line.startswith("llm-glossary sft: interrupted: stopped after step ") and "--resume" in line
     stopped = int(re.search(r"after step (\d+)", line).group(1))
-    assert 3 <= stopped < SFT_STEPS
-    # --save-every 100 means no scheduled checkpoint yet: the one there is the interrupt's
+    assert 3 <= stopped < INTERRUPT_STEPS
+    # --save-every 1000 means no scheduled checkpoint yet: the one there is the interrupt's
     saved = [p.name for p in (out / "checkpoints").iterdir()]
     assert len(saved) == 1 and re.search(rf"\b0*{stopped}\b", saved[0]), saved
-    code, _, stderr = run_main(*sft_args(base, out, "--log-jsonl", log, "--save-every", 100, "--resume"))
+    code, _, stderr = run_main(*args, "--resume")
     assert code == 0, stderr
-    ref, got = weights(trained["out"]), weights(out)
+    ref, got = weights(long_trained["out"]), weights(out)
     assert all(torch.equal(ref[k], got[k]) for k in ref)
-    assert without_time(log_records(log)) == without_time(log_records(trained["log"]))
+    assert without_time(log_records(log)) == without_time(log_records(long_trained["log"]))
 
 
 # ---------------------------------------------------------------------------- chat, eval
