@@ -182,6 +182,19 @@ def test_sliding_window_page_shows_the_saved_benchmark_with_its_machine(site, ro
         assert "8192" in html or "8,192" in html
 
 
+def test_kv_cache_page_shows_the_saved_model_benchmark_with_its_machine(site, root):
+    import json
+
+    saved = json.loads((root / "docs" / "data" / "model_bench.json").read_text(encoding="utf-8"))
+    for lang in ("ko", "en"):
+        out = _executed_output(_page(site, lang, "kv-cache"))
+        html = _page(site, lang, "kv-cache")
+        assert saved["machine"] in html and saved["date"] in html
+        for row in saved["generate"]:
+            assert f"{row['ratio']:.1f}×" in html, (lang, row)
+        assert out  # the page's other executed blocks printed too
+
+
 def test_figures_are_inline_svg_with_text_kept_as_text(site):
     for lang in ("ko", "en"):
         for slug in ("gqa", "sliding-window-attention", "positional-encoding", "hyangga"):

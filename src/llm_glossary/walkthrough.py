@@ -437,8 +437,8 @@ def init_weights(model: Llama, head_std: float = 0.02) -> Llama:
     """Initial weights scaled to the width: every matrix N(0, 1/fan_in).
 
     - A matrix with fan_in inputs gets std 1/√fan_in, so each layer keeps the
-      size of what flows through it (GPT-2's fixed 0.02 suits a width of
-      about 2,500; at width 128 it shrinks every layer's output about 4×).
+      size of what flows through it (GPT-2's fixed 0.02 is 1/√fan_in only for
+      a width of 2,500; at width 128 it shrinks every layer's output 4.4×).
     - The output head starts small (std ``head_std``): the first predictions
       are near uniform and the first loss is near ln V.
     - An untied input embedding gets unit-variance rows (PyTorch's default);
