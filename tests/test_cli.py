@@ -473,8 +473,10 @@ def test_sigkill_then_resume_is_bit_identical(base, long_trained, tmp_path):
 def test_sigint_writes_a_checkpoint_and_exits_130(base, long_trained, tmp_path):
     out, log = tmp_path / "interrupted", tmp_path / "interrupted.jsonl"
     args = sft_args(base, out, "--log-jsonl", log, "--save-every", 1000, steps=INTERRUPT_STEPS)
+    # A shell that starts a command in the background (`make test &`) ignores SIGINT for it,
+    # and the ignored signal is inherited: the child would never see Ctrl-C. Give it back.
     proc = subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=child_env())
+                            env=child_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while last_logged_step(log) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)
