@@ -43,13 +43,15 @@ def test_generator_is_deterministic():
 @pytest.mark.parametrize("lang", LANGS)
 def test_heldout_phrasings_never_occur_in_training(lang):
     train, held = templates("train", lang), templates("heldout", lang)
-    for part in ("openings", "frames", "follow_ups"):
+    for part in ("openings", "frames", "closings", "follow_ups"):
         assert not set(train[part]) & set(held[part]), part
     for e in glossary_entries():
         names = dialog_data._names(e, lang)
+        names += [n.lower() for n in names]  # training questions may type a name in lower case
 
         def every(t):
-            return {dialog_data.question(e, lang, f, o, n) for f in t["frames"] for o in t["openings"] for n in names}
+            return {dialog_data.question(e, lang, f, o, n, c) for f in t["frames"] for o in t["openings"]
+                    for n in names for c in ["", *t["closings"]]}
 
         possible_held, possible_train = every(held), every(train)
         mine = lambda split: [d for d in glossary_dialogs(split, lang) if d.id.endswith(f"-{e['slug']}-" + d.id[-2:])]  # noqa: E731

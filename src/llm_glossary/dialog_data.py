@@ -12,9 +12,10 @@ Two kinds, each with a fixed ``train`` / ``heldout`` split:
   language. Follow-ups that need the earlier turn ("영어로는?", "약어는?", "Which page covers
   it?") get a short fixed answer built from the entry.
 
-Phrasings are built compositionally (an opening × a question frame × a name form); the
-frames, openings and follow-up phrasings are split once, by position in their lists, so a
-held-out dialog is phrased with templates that never occur in training.
+Phrasings are built compositionally (an opening × a question frame × a name form, sometimes a
+closing such as "Thanks!"; in training, sometimes a Latin name typed in lower case); the
+frames, openings, closings and follow-up phrasings are split once, by position in their lists,
+so a held-out dialog is phrased with templates that never occur in training.
 
 Where the glossary comes from: in a checkout (``glossary/`` next to ``src/``) the YAML
 entries are read directly; an installed package reads its snapshot
@@ -209,6 +210,10 @@ _KO_FRAMES = [
     "{N}{i} 뭔지 한 줄로 알려 줘.", "{N}{eul} 모르겠어. 알려 줘.", "{N} 설명해 주세요.", "{N}{i} 대체 뭐예요?",
     "{N}{eun} 무슨 개념이에요?", "{N}{i} 무엇을 말하나요?", "{N}{eul} 정의해 줘.", "{N}의 뜻이 뭐예요?",
     "{N} 뜻 좀 알려 줄래요?", "{N}{i} 뭔지 궁금해요.", "{N}{eul} 짧게 설명해 주세요.", "{N}{eun} 뭘 의미해?",
+    "{N}{i} 정확히 무슨 뜻이야?", "{N}{i} 어떤 의미예요?", "{N}{eul} 쉽게 설명해 줘.", "{N}{eul} 한마디로 말하면?",
+    "{N}에 대해 설명해 주세요.", "{N}에 대해 간단히 말해 줘.", "{N}{i} 뭔지 모르겠어요.", "{N}, 무슨 말이에요?",
+    "{N}{eul} 들어 봤는데 뭔지 모르겠어.", "{N}의 뜻을 알고 싶어요.", "{N}{eun} 어떻게 설명할 수 있어요?",
+    "{N}{i} 뭔지 짧게 알려 주세요.",
 ]
 _EN_OPENINGS = [
     "", "Hi! ", "Hello. ", "Quick question. ", "Hey, ", "Sorry to bother you. ", "I'm studying LLMs. ",
@@ -237,7 +242,22 @@ _EN_FRAMES = [
     "What is this {N} thing?", "{N}? What's that?", "Tell me about {N} in one sentence.",
     "Can you explain what {N} means?", "What's {N} in one line?", "Give me the definition of {N}.",
     "Any idea what {N} is?", "How do you define {N}?",
+    "What is {N}, in plain words?", "I'd love a short definition of {N}.", "Tell me about {N}.",
+    "Describe {N} briefly.", "Can you describe {N} in one line?", "Define the term {N}.",
+    "What's the meaning of {N}?", "{N}, please explain.", "I've heard of {N}. What is it?",
+    "Could you explain what {N} means?", "Give me a quick definition of {N}.", "What exactly does {N} mean?",
 ]
+# what a question may end with after its question mark (most end with nothing)
+_KO_CLOSINGS = [
+    " 고마워요!", " 감사합니다.", " 미리 고마워요.", " 부탁해요!", " ㅎㅎ", " 궁금해서요.", " 도와주세요!", " 늘 고마워.",
+    " 부탁드려요.", " 알려 주면 좋겠어.", " 급해요!", " 미리 감사드려요.",
+]
+_EN_CLOSINGS = [
+    " Thanks!", " Thank you.", " Thanks in advance.", " Cheers.", " Please.", " :)", " I'm curious.",
+    " Appreciate it!", " Much appreciated.", " Thanks a lot.", " No rush.", " Thx.",
+]
+CLOSING_RATE = 0.3  # the share of questions that end with a closing
+LOWER_RATE = 0.15  # the share of training questions that spell a Latin name in lower case
 _FOLLOW_UPS = {
     "ko": {
         "en": ["영어로는?", "영어로는 뭐라고 해요?", "영어 이름은 뭐야?", "영어로 뭐라고 불러?",
@@ -305,11 +325,13 @@ def _part(items: list, split: str) -> list:
 
 
 def templates(split: str, lang: str) -> dict[str, list[str]]:
-    """The phrasing templates of a split: ``openings``, ``frames`` and ``follow_ups``."""
+    """The phrasing templates of a split: ``openings``, ``frames``, ``closings`` and ``follow_ups``."""
     _check(split, lang)
     openings, frames = (_KO_OPENINGS, _KO_FRAMES) if lang == "ko" else (_EN_OPENINGS, _EN_FRAMES)
+    closings = _KO_CLOSINGS if lang == "ko" else _EN_CLOSINGS
     follow = [p for kind in FOLLOW_UPS for p in _part(_FOLLOW_UPS[lang][kind], split)]
-    return {"openings": _part(openings, split), "frames": _part(frames, split), "follow_ups": follow}
+    return {"openings": _part(openings, split), "frames": _part(frames, split),
+            "closings": _part(closings, split), "follow_ups": follow}
 
 
 def _names(entry: dict, lang: str) -> list[str]:
@@ -323,12 +345,14 @@ def _names(entry: dict, lang: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def question(entry: dict, lang: str, frame: str, opening: str = "", name: str | None = None) -> str:
-    """A question about a term: ``opening`` + ``frame`` with the name (and particles) filled in."""
+def question(entry: dict, lang: str, frame: str, opening: str = "", name: str | None = None,
+             closing: str = "") -> str:
+    """A question about a term: ``opening`` + ``frame`` with the name (and particles) filled in
+    + ``closing``."""
     name = name or (entry["ko"] if lang == "ko" else entry["en"])
     if opening.endswith((", ", ": ")) and frame[:1].isupper() and not frame.startswith("{"):
         frame = frame[0].lower() + frame[1:]
-    return opening + frame.format(N=name, **_particles(name))
+    return opening + frame.format(N=name, **_particles(name)) + closing
 
 
 def follow_up_answer(entry: dict, lang: str, kind: str) -> str:
@@ -366,10 +390,14 @@ def _term_dialogs(entry: dict, lang: str, split: str) -> list[Dialog]:
     for k in range(n):
         # names and follow-up kinds cycle so that each is used; phrasings are drawn
         name = names[k % len(names)]
-        q = question(entry, lang, rng.choice(t["frames"]), rng.choice(t["openings"]), name)
+        frame, opening = rng.choice(t["frames"]), rng.choice(t["openings"])
+        closing = rng.choice(t["closings"]) if rng.random() < CLOSING_RATE else ""
+        if split == "train" and rng.random() < LOWER_RATE and re.search("[A-Z]", name):
+            name = name.lower()  # typed casually: "what is rmsnorm?"
+        q = question(entry, lang, frame, opening, name, closing)
         messages = [Message("user", q), Message("assistant", entry["definition"][lang])]
         if split == "train":
-            kinds = rng.sample(FOLLOW_UPS, k % 3)  # 0, 1 or 2 follow-ups
+            kinds = rng.sample(FOLLOW_UPS, 1 + (k % 3 == 2))  # 1, 1, 2, 1, 1, 2, ... follow-ups
         else:  # one plain question, then one follow-up per dialog, kinds rotating per term
             kinds = [FOLLOW_UPS[(sum(map(ord, entry["slug"])) + k) % len(FOLLOW_UPS)]] if k else []
         for kind in kinds:
