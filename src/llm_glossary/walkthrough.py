@@ -612,9 +612,11 @@ def variants(
     the walkthrough's fine-tuning, from the same pretrained model, with the same
     schedule and the same batches (``finetune(..., stop_at=...)``); the
     ``"assistant"`` one is the walkthrough itself at that step, so only two run here.
-    Each reports the held-out loss on the assistant's tokens (the same targets for all
-    three) and the end-of-turn rate of greedy replies to a fixed sample of held-out
-    prompts (two of each kind and language).
+    Each reports what its misconception is about, so that the build pays for nothing
+    else: the held-out loss on the assistant's tokens (the same targets for all three) for
+    "assistant" and "all", the end-of-turn rate of greedy replies to a fixed sample of
+    held-out prompts (two of each kind and language) for "assistant" and "no-eot"; the
+    other entry is None.
     """
     import dataclasses
 
@@ -649,15 +651,18 @@ def variants(
             finetune(model, train_dialogs, w.tokenizer, configs[name],
                      device=dev, stop_at=k)
         model.eval()
-        replies = greedy_replies(
-            model, w.tokenizer, reply_sample(prompts, per_kind=2)
-        )
-        ev = evaluate(model, held, w.tokenizer, seq_len=rec.finetune.seq_len)
+        loss = end_rate = None
+        if name != "no-eot":
+            seq = rec.finetune.seq_len
+            loss = evaluate(model, held, w.tokenizer, seq_len=seq).loss
+        if name != "all":
+            sample = reply_sample(prompts, per_kind=2)
+            replies = greedy_replies(model, w.tokenizer, sample)
+            end_rate = sum(s.ended for s in replies) / len(replies)
         out[name] = {
             "steps": k,
-            "heldout_loss": ev.loss,
-            "end_rate": sum(s.ended for s in replies) / len(replies),
-            "n_replies": len(replies),
+            "heldout_loss": loss,
+            "end_rate": end_rate,
             "seconds": time.perf_counter() - t0,
         }
     if _use_disk_cache(True):
