@@ -1,6 +1,7 @@
 """The walkthrough's data, cache and run (tiny recipe: seconds)."""
 
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,7 @@ class _Oracle(torch.nn.Module):
     def __init__(self, sequences, vocab_size):
         super().__init__()
         self.lm_head = torch.nn.Linear(1, vocab_size, bias=False)  # for .weight.device
+        self.config = types.SimpleNamespace(max_seq_len=max(map(len, sequences)))
         self.next = {}
         for ids in sequences:
             for t in range(len(ids) - 1):
@@ -241,6 +243,30 @@ def test_teacher_forced_check_uses_the_answer_ids_that_training_uses():
     broken[-1][-2] = (broken[-1][-2] + 1) % 100
     got = walkthrough.teacher_forced_exact(_Oracle(broken, tok.vocab_size), tok, prompts, batch_size=5)
     assert got == [True] * 11 + [False]
+
+
+def test_stop_rate_counts_the_answers_after_which_eot_is_most_likely():
+    """An oracle of the dialogs' own ids stops after every assistant turn; one that writes
+    some other token instead of the eot that ends assistant turns never does; one with
+    half of the dialogs altered stops after exactly the other half's turns."""
+    from llm_glossary.dialog import chat_tokenizer, encode_dialog
+
+    tok = chat_tokenizer()
+    dialogs = shipped_dialogs("heldout")[:10]
+    encoded = [encode_dialog(d, tok) for d in dialogs]
+    sequences = [ids for ids, _ in encoded]
+    assert walkthrough.stop_rate(_Oracle(sequences, tok.vocab_size), tok, dialogs) == 1.0
+
+    def no_stop(ids, labels):  # the eot after each assistant turn replaced by an ordinary id
+        return [5 if label == tok.eot_id else i for i, label in zip(ids, labels)]
+
+    never = [no_stop(ids, labels) for ids, labels in encoded]
+    assert walkthrough.stop_rate(_Oracle(never, tok.vocab_size), tok, dialogs, batch_size=3) == 0.0
+    turns = [sum(label == tok.eot_id for label in labels) for _, labels in encoded]
+    half = [never[k] if k % 2 else sequences[k] for k in range(len(dialogs))]
+    want = sum(turns[0::2]) / sum(turns)
+    assert 0 < want < 1
+    assert walkthrough.stop_rate(_Oracle(half, tok.vocab_size), tok, dialogs, batch_size=4) == pytest.approx(want)
 
 
 def test_teacher_forced_check_agrees_with_greedy_decoding(tmp_path, monkeypatch):
@@ -290,10 +316,14 @@ def test_variants_share_the_walkthroughs_first_steps(tmp_path, monkeypatch):
     v = walkthrough.variants(recipe="tiny")
     assert list(v) == ["assistant", "all", "no-eot"]
     assert all(r["steps"] == k for r in v.values())
-    assert v["no-eot"]["end_rate"] == 0  # never trained to produce <|eot_id|>
+    assert v["no-eot"]["stop_rate"] == 0  # never trained to produce <|eot_id|>
+    assert not any(r["ended"] for r in v["no-eot"]["reply"].values())
+    assert set(v["no-eot"]["reply"]) == {"ko", "en"} and v["assistant"]["reply"] is None
     assert v["all"]["heldout_loss"] != v["assistant"]["heldout_loss"]
-    assert v["all"]["end_rate"] is None and v["no-eot"]["heldout_loss"] is None  # not paid for
-    assert 0 <= v["assistant"]["end_rate"] <= 1 and v["assistant"]["heldout_loss"] > 0
+    # not paid for
+    assert v["all"]["stop_rate"] is None and v["all"]["reply"] is None and v["no-eot"]["heldout_loss"] is None
+    assert 0 <= v["assistant"]["stop_rate"] <= 1 and v["assistant"]["heldout_loss"] > 0
+    assert v["assistant"]["stop_rate"] == walkthrough.stop_rate(w.early, w.tokenizer, shipped_dialogs("heldout"))
     assert list(tmp_path.glob("variants-*.json"))
     monkeypatch.setattr(walkthrough, "_VARIANT_MEMO", {})
     assert walkthrough.variants(recipe="tiny") == v  # from the disk cache

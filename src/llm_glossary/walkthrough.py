@@ -59,12 +59,13 @@ __all__ = [
     "cache_key",
     "eval_prompts",
     "greedy_replies",
+    "stop_rate",
 ]
 
 MAX_NEW_TOKENS = 96
 # the misconceptions' fine-tunes: the first this many steps of the walkthrough's schedule
 # (all of it for a recipe with fewer steps)
-VARIANT_STEPS = 80
+VARIANT_STEPS = 64
 
 
 def variant_steps(rec: Recipe) -> int:
@@ -265,6 +266,44 @@ def teacher_forced_exact(
             out[k] = bool((pred[n : n + len(want)] == want).all())
             n += len(want)
     return [out[k] for k in range(len(rows))]
+
+
+@torch.no_grad()
+def stop_rate(
+    model: Llama, tokenizer, dialogs: list[Dialog], *, batch_size: int = 32
+) -> float:
+    """Share of the assistant turns in ``dialogs`` after which <|eot_id|> is the model's most
+    likely next token, fed the dialog up to the last token of that turn's text.
+
+    Teacher forcing, as :func:`teacher_forced_exact`: one forward pass per ``batch_size``
+    dialogs asks, of every assistant turn at once, whether the model has learned to end its
+    turn after a complete answer, where greedy decoding would pay up to
+    ``MAX_NEW_TOKENS`` steps per prompt to find out. Turns that end beyond the model's
+    context are not counted.
+    """
+    eot, limit = tokenizer.eot_id, model.config.max_seq_len
+    rows = []
+    for d in dialogs:
+        ids, labels = encode_dialog(d, tokenizer)  # the assistant's turns end in a target eot
+        ends = [i for i, label in enumerate(labels[:limit]) if label == eot]
+        if ends:
+            rows.append((ids[:limit], ends))
+    if not rows:
+        raise ValueError("stop_rate: no assistant turn ends within the model's context")
+    device = model.lm_head.weight.device
+    stops = turns = 0
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        T = max(len(ids) for ids, _ in chunk)
+        idx = torch.full((len(chunk), T), tokenizer.pad_id, dtype=torch.long)
+        at = torch.zeros((len(chunk), T), dtype=torch.bool)  # the last token of each answer
+        for j, (ids, ends) in enumerate(chunk):
+            idx[j, : len(ids)] = torch.tensor(ids)
+            at[j, [e - 1 for e in ends]] = True
+        pred = model(idx.to(device), logits_at=at.to(device)).argmax(-1)
+        stops += int((pred == eot).sum())
+        turns += int(at.sum())
+    return stops / turns
 
 
 def reply_sample(prompts: list[Sample], per_kind: int = 8) -> list[Sample]:
@@ -614,9 +653,10 @@ def variants(
     ``"assistant"`` one is the walkthrough itself at that step, so only two run here.
     Each reports what its misconception is about, so that the build pays for nothing
     else: the held-out loss on the assistant's tokens (the same targets for all three) for
-    "assistant" and "all", the end-of-turn rate of greedy replies to a fixed sample of
-    held-out prompts (two of each kind and language) for "assistant" and "no-eot"; the
-    other entry is None.
+    "assistant" and "all"; for "assistant" and "no-eot", the share of held-out assistant
+    turns after which the model would end its turn (:func:`stop_rate`); for "no-eot",
+    ``reply``, the greedy reply to the first held-out glossary question of each language
+    (``{"ko": {"text", "ended", "n_tokens"}, "en": ...}``). The other entries are None.
     """
     import dataclasses
 
@@ -651,18 +691,24 @@ def variants(
             finetune(model, train_dialogs, w.tokenizer, configs[name],
                      device=dev, stop_at=k)
         model.eval()
-        loss = end_rate = None
+        loss = stops = replies = None
         if name != "no-eot":
             seq = rec.finetune.seq_len
             loss = evaluate(model, held, w.tokenizer, seq_len=seq).loss
         if name != "all":
-            sample = reply_sample(prompts, per_kind=2)
-            replies = greedy_replies(model, w.tokenizer, sample)
-            end_rate = sum(s.ended for s in replies) / len(replies)
+            stops = stop_rate(model, w.tokenizer, held)
+        if name == "no-eot":
+            firsts = [next(s for s in prompts if s.kind == "question" and s.lang == lang)
+                      for lang in ("ko", "en")]
+            replies = {
+                s.lang: {"text": s.text, "ended": s.ended, "n_tokens": s.n_tokens}
+                for s in greedy_replies(model, w.tokenizer, copy.deepcopy(firsts))
+            }
         out[name] = {
             "steps": k,
             "heldout_loss": loss,
-            "end_rate": end_rate,
+            "stop_rate": stops,
+            "reply": replies,
             "seconds": time.perf_counter() - t0,
         }
     if _use_disk_cache(True):
