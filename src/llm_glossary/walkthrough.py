@@ -244,28 +244,43 @@ def teacher_forced_exact(
             [*messages, Message("assistant", s.expected)], tokenizer
         )
         assert ids[: len(prompt)] == prompt  # the ids end with the answer's <|eot_id|>
-        rows.append((ids, len(prompt)))
+        # the positions whose next token belongs to the answer
+        rows.append((ids, range(len(prompt) - 1, len(ids) - 1)))
+    preds = _predictions_at(model, rows, tokenizer.pad_id, batch_size)
+    return [
+        bool((pred == torch.tensor(ids[at.start + 1 :])).all())
+        for (ids, at), pred in zip(rows, preds)
+    ]
+
+
+def _predictions_at(
+    model: Llama, rows: list, pad_id: int, batch_size: int
+) -> list[torch.Tensor]:
+    """The model's most likely next token at chosen positions of many id sequences.
+
+    ``rows`` holds ``(ids, positions)`` pairs, positions in increasing order. Sequences of
+    similar length share a right-padded batch of ``batch_size`` and one forward pass with the
+    output head only at the chosen positions. Returns, per row, the predicted ids (CPU).
+    """
     device = model.lm_head.weight.device
-    out: dict[int, bool] = {}
+    out: list[torch.Tensor] = [torch.empty(0, dtype=torch.long)] * len(rows)
     order = sorted(range(len(rows)), key=lambda k: len(rows[k][0]))  # pad little
     for i in range(0, len(order), batch_size):
         chunk = order[i : i + batch_size]
         T = max(len(rows[k][0]) for k in chunk)
-        idx = torch.full((len(chunk), T), tokenizer.pad_id, dtype=torch.long)
-        # the positions whose next token belongs to the answer
+        idx = torch.full((len(chunk), T), pad_id, dtype=torch.long)
         at = torch.zeros((len(chunk), T), dtype=torch.bool)
         for j, k in enumerate(chunk):
-            ids, start = rows[k]
+            ids, positions = rows[k]
             idx[j, : len(ids)] = torch.tensor(ids)
-            at[j, start - 1 : len(ids) - 1] = True
+            at[j, list(positions)] = True
         pred = model(idx.to(device), logits_at=at.to(device)).argmax(-1).cpu()
-        n = 0  # pred holds the answers one after the other, row by row
-        for k in chunk:
-            ids, start = rows[k]
-            want = torch.tensor(ids[start:])
-            out[k] = bool((pred[n : n + len(want)] == want).all())
-            n += len(want)
-    return [out[k] for k in range(len(rows))]
+        n = 0  # pred holds the chosen positions row by row
+        for j, k in enumerate(chunk):
+            m = int(at[j].sum())
+            out[k] = pred[n : n + m]
+            n += m
+    return out
 
 
 @torch.no_grad()
@@ -290,20 +305,10 @@ def stop_rate(
             rows.append((ids[:limit], ends))
     if not rows:
         raise ValueError("stop_rate: no assistant turn ends within the model's context")
-    device = model.lm_head.weight.device
-    stops = turns = 0
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i : i + batch_size]
-        T = max(len(ids) for ids, _ in chunk)
-        idx = torch.full((len(chunk), T), tokenizer.pad_id, dtype=torch.long)
-        at = torch.zeros((len(chunk), T), dtype=torch.bool)  # the last token of each answer
-        for j, (ids, ends) in enumerate(chunk):
-            idx[j, : len(ids)] = torch.tensor(ids)
-            at[j, [e - 1 for e in ends]] = True
-        pred = model(idx.to(device), logits_at=at.to(device)).argmax(-1)
-        stops += int((pred == eot).sum())
-        turns += int(at.sum())
-    return stops / turns
+    # the prediction after the last token of each answer
+    preds = _predictions_at(model, [(ids, [e - 1 for e in ends]) for ids, ends in rows],
+                            tokenizer.pad_id, batch_size)
+    return sum(int((p == eot).sum()) for p in preds) / sum(len(ends) for _, ends in rows)
 
 
 def reply_sample(prompts: list[Sample], per_kind: int = 8) -> list[Sample]:
