@@ -256,3 +256,36 @@ def test_self_attention_matches_hugging_face_llama_attention():
     expected, _ = hf(x, position_embeddings=(cos, sin), attention_mask=mask)
     torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-4)
     assert math.isclose(ours.head_dim, 8)
+
+
+@pytest.mark.parametrize("window", [None, 4])
+@pytest.mark.parametrize("T,S", [(9, 9), (1, 9), (3, 9)])
+def test_key_mask_hides_padding_like_leaving_it_out(window, T, S):
+    """A row padded on the left gives, at its real queries, what the row without padding
+    gives (both paths); padded queries still get finite values (they see themselves)."""
+    pad = 3
+    q, k, v = _qkv(2, 4, 2, T, S, 8, seed=7)
+    key_mask = torch.ones(2, S, dtype=torch.bool)
+    key_mask[1, :pad] = False  # row 1: three padding positions first
+    real_q = slice(max(0, T - (S - pad)), T)  # its queries that are real tokens
+    alone = attention_reference(q[1:, :, real_q], k[1:, :, pad:], v[1:, :, pad:], window=window)
+    for fn in (attention_reference, attention_fast):
+        out = fn(q, k, v, window=window, key_mask=key_mask)
+        torch.testing.assert_close(out[1:, :, real_q], alone, **TOL[torch.float32])
+        torch.testing.assert_close(out[:1], fn(q[:1], k[:1], v[:1], window=window), **TOL[torch.float32])
+        assert torch.isfinite(out).all()
+    # a hidden key really changes nothing: alter the padded keys and values
+    k2, v2 = k.clone(), v.clone()
+    k2[1, :, :pad] += 100.0
+    v2[1, :, :pad] -= 50.0
+    a = attention_fast(q, k, v, window=window, key_mask=key_mask)[1, :, real_q]
+    b = attention_fast(q, k2, v2, window=window, key_mask=key_mask)[1, :, real_q]
+    torch.testing.assert_close(a, b, **TOL[torch.float32])
+
+
+def test_key_mask_errors_name_the_expected_shape():
+    q, k, v = _qkv(2, 4, 2, 3, 5, 8)
+    with pytest.raises(ValueError, match=r"key_mask must be a bool tensor of shape \(B, S\) = \(2, 5\).*got shape \(2, 3\)"):
+        attention(q, k, v, key_mask=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"got shape \(2, 5\) dtype torch.int64"):
+        attention(q, k, v, key_mask=torch.ones(2, 5, dtype=torch.long), impl="reference")

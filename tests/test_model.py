@@ -264,3 +264,56 @@ def test_logits_at_gives_the_rows_of_the_full_logits_at_the_mask():
         model(idx, logits_at=mask.long())
     with pytest.raises(ValueError, match="pass either last_only or logits_at, not both"):
         model(idx, logits_at=mask, last_only=True)
+
+
+def _left_padded(prompts, pad=0):
+    T = max(map(len, prompts))
+    idx = torch.full((len(prompts), T), pad, dtype=torch.long)
+    mask = torch.zeros(len(prompts), T, dtype=torch.bool)
+    for j, p in enumerate(prompts):
+        idx[j, T - len(p):] = torch.tensor(p)
+        mask[j, T - len(p):] = True
+    return idx, mask
+
+
+def test_a_left_padded_row_gets_the_logits_it_gets_alone():
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(**TINY["gqa"])).eval()
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(1, 97, (n,), generator=g).tolist() for n in (7, 3, 5)]
+    idx, mask = _left_padded(prompts, pad=0)
+    with torch.no_grad():
+        batched = model(idx, attention_mask=mask)
+        unmasked = model(idx)  # what padding without the mask would do
+        for j, p in enumerate(prompts):
+            alone = model(torch.tensor([p]))[0]
+            torch.testing.assert_close(batched[j, -len(p):], alone, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(unmasked[1, -3:], model(torch.tensor([prompts[1]]))[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_with_padded_prompts_equals_one_prompt_at_a_time(use_cache):
+    torch.manual_seed(1)
+    model = Llama(LlamaConfig(**TINY["gqa"])).eval()
+    for p in model.parameters():  # larger weights: replies that differ from prompt to prompt
+        torch.nn.init.normal_(p, std=0.3)
+    g = torch.Generator().manual_seed(6)
+    prompts = [torch.randint(1, 97, (n,), generator=g).tolist() for n in (2, 9, 5, 9)]
+    idx, mask = _left_padded(prompts, pad=5)
+    out = model.generate(idx, 15, attention_mask=mask, use_cache=use_cache)[:, idx.shape[1]:]
+    alone = [model.generate(torch.tensor([p]), 15)[0, len(p):] for p in prompts]
+    assert [r.tolist() for r in out] == [r.tolist() for r in alone]
+    assert len({tuple(r.tolist()) for r in alone}) > 1  # the check is not trivially true
+
+
+def test_attention_mask_errors():
+    model = Llama(LlamaConfig(**TINY["gqa"]))
+    idx = torch.ones(2, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"attention_mask must be a bool tensor of shape \(B, S\) = \(2, 4\).*got shape \(2, 3\)"):
+        model(idx, attention_mask=torch.ones(2, 3, dtype=torch.bool))
+    right_padded = torch.tensor([[True] * 4, [True, True, False, False]])
+    with pytest.raises(ValueError, match=r"padded on the left .* rows \[1\] end in padding"):
+        model.generate(idx, 3, attention_mask=right_padded)
+    windowed = Llama(LlamaConfig(**TINY["mistral"]))
+    with pytest.raises(ValueError, match="not supported with a sliding-window model's rolling cache"):
+        windowed.generate(idx, 3, attention_mask=torch.ones(2, 4, dtype=torch.bool))

@@ -281,6 +281,11 @@ def test_teacher_forced_check_agrees_with_greedy_decoding(tmp_path, monkeypatch)
     samples = [s for s in walkthrough.eval_prompts() if s.kind != "everyday"][::9]
     # half of them expect what the model really says (its greedy reply), half the reference
     replies = walkthrough.greedy_replies(w.model, w.tokenizer, [walkthrough.Sample(**vars(s)) for s in samples])
+    # one left-padded batch replies as one prompt at a time does
+    assert len({len(s.messages) for s in samples}) > 1  # prompts of unequal length
+    alone = walkthrough.greedy_replies(w.model, w.tokenizer, [walkthrough.Sample(**vars(s)) for s in samples],
+                                       batch_size=1)
+    assert [(r.text, r.n_tokens, r.ended) for r in replies] == [(r.text, r.n_tokens, r.ended) for r in alone]
     for k, (s, r) in enumerate(zip(samples, replies)):
         if k % 2 == 0:
             s.expected = r.text[:40]  # (the tiny model does not stop yet: no eot after it)

@@ -199,6 +199,23 @@ def _mask(T: int, S: int, causal: bool, window: int | None, device: torch.device
     return None
 
 
+def _check_key_mask(key_mask, B: int, S: int) -> None:
+    if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool or tuple(key_mask.shape) != (B, S):
+        got = f"shape {tuple(key_mask.shape)} dtype {key_mask.dtype}" if isinstance(key_mask, torch.Tensor) else type(key_mask).__name__
+        raise ValueError(f"key_mask must be a bool tensor of shape (B, S) = ({B}, {S}), True for real tokens, got {got}")
+
+
+def _with_key_mask(mask: torch.Tensor | None, key_mask: torch.Tensor, T: int) -> torch.Tensor:
+    """(B, 1, T, S): ``mask`` (T, S) or None, and only the keys that ``key_mask`` (B, S)
+    keeps, except that every query still sees its own position (a padding query, whose
+    output nobody reads, then attends to itself instead of to nothing, which would be NaN)."""
+    B, S = key_mask.shape
+    own = torch.zeros(T, S, dtype=torch.bool, device=key_mask.device)
+    own[torch.arange(T), torch.arange(S - T, S)] = True
+    keep = key_mask[:, None, None, :] | own  # (B, 1, T, S)
+    return keep if mask is None else keep & mask
+
+
 # --------------------------------------------------------------------------- attention
 
 
@@ -211,12 +228,15 @@ def attention_reference(
     causal: bool = True,
     window: int | None = None,
     scale: float | None = None,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(Q Kᵀ / √D + mask) V, written out step by step (the version the
     pages show)."""
     _check_qkv(q, k, v, causal, window)
     B, Hq, T, D = q.shape
     S = k.shape[2]
+    if key_mask is not None:  # padding in a batch of unequal sequences
+        _check_key_mask(key_mask, B, S)
     scale = _check_scale(scale, D)  # 1/√D unless given
     # (B, Hq, S, D): each group's shared head
     k = repeat_kv(k, Hq // k.shape[1])
@@ -224,6 +244,8 @@ def attention_reference(
     # (B, Hq, T, S): one score per query-key pair
     scores = (q @ k.transpose(-2, -1)) * scale
     mask = _mask(T, S, causal, window, q.device)  # (T, S), True = may attend
+    if key_mask is not None:
+        mask = _with_key_mask(mask, key_mask, T)  # (B, 1, T, S)
     if mask is not None:
         # hidden keys get weight exp(-inf) = 0
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -277,6 +299,7 @@ def attention_fast(
     window: int | None = None,
     scale: float | None = None,
     chunk: int | None = None,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The same result as ``attention_reference`` through torch's fused kernels.
 
@@ -290,7 +313,11 @@ def attention_fast(
     S = k.shape[2]
     scale = _check_scale(scale, D)
     if bool(torch.isnan(q).any() | torch.isnan(k).any() | torch.isnan(v).any()):
-        return attention_reference(q, k, v, causal=causal, window=window, scale=scale)
+        return attention_reference(q, k, v, causal=causal, window=window, scale=scale, key_mask=key_mask)
+    if key_mask is not None:  # padding: one explicit (B, 1, T, S) mask
+        _check_key_mask(key_mask, B, S)
+        mask = _with_key_mask(_mask(T, S, causal, window, q.device), key_mask, T)
+        return _sdpa(q, k, v, mask, False, scale)
     if window is not None and window < S:
         chunk = max(window, 128) if chunk is None else _positive_int(chunk, "chunk")
         return _sliding_window_chunked(q, k, v, window, scale, chunk)
@@ -310,6 +337,7 @@ def attention(
     window: int | None = None,
     scale: float | None = None,
     impl: str = "auto",
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention with optional causal mask, sliding window and GQA.
 
@@ -322,6 +350,9 @@ def attention(
         scale: multiplies QKᵀ; default 1/√D.
         impl: "reference" (written out), "fast" (fused kernels, chunked window) or
             "auto" (= "fast").
+        key_mask: (B, S) bool, False for padding: those keys are hidden from every
+            query but the one at their own position (batches of sequences of unequal
+            length, as ``Llama.generate(attention_mask=...)`` decodes them).
 
     Returns:
         (B, Hq, T, D).
@@ -335,9 +366,9 @@ def attention(
         torch.Size([1, 1, 2, 4])
     """
     if impl == "reference":
-        return attention_reference(q, k, v, causal=causal, window=window, scale=scale)
+        return attention_reference(q, k, v, causal=causal, window=window, scale=scale, key_mask=key_mask)
     if impl in ("fast", "auto"):
-        return attention_fast(q, k, v, causal=causal, window=window, scale=scale)
+        return attention_fast(q, k, v, causal=causal, window=window, scale=scale, key_mask=key_mask)
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
 
@@ -584,12 +615,15 @@ class SelfAttention(nn.Module):
         cache: KVCache | RollingKVCache | None = None,
         impl: str = "auto",
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, T, C) -> (B, T, C). With a cache, x holds only the new tokens.
 
         ``rope`` may pass precomputed (cos, sin) from ``position.rope_cos_sin``
         for these positions, so a model computes them once instead of once per
-        layer.
+        layer. ``key_mask`` (B, S), False for padding, hides padded keys (see
+        :func:`attention`); with a rolling cache S would be its W slots, out of
+        position order, so ``Llama`` refuses padding for a windowed model.
         """
         if (
             not isinstance(x, torch.Tensor)
@@ -637,7 +671,10 @@ class SelfAttention(nn.Module):
             # (B, Hkv, S, D): the past and the new keys
             k, v = cache.update(k, v)
         # (B, Hq, T, D)
-        y = attention(q, k, v, causal=True, window=self.window, impl=impl)
+        y = attention(
+            q, k, v, causal=True, window=self.window, impl=impl,
+            key_mask=key_mask,  # None, or padding in a batch
+        )
         # heads side by side
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.o_proj(y)  # (B, T, C)

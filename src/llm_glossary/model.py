@@ -265,6 +265,7 @@ class Block(nn.Module):
         cache=None,
         impl: str = "auto",
         rope=None,
+        key_mask=None,
     ) -> torch.Tensor:
         # (B, T, C)
         x = x + self.self_attn(
@@ -273,6 +274,7 @@ class Block(nn.Module):
             cache=cache,
             impl=impl,
             rope=rope,
+            key_mask=key_mask,
         )
         return x + self.mlp(self.post_attention_layernorm(x))  # (B, T, C)
 
@@ -304,12 +306,16 @@ class Llama(nn.Module):
         impl: str = "auto",
         last_only: bool = False,
         logits_at: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits for every position (B, T, V), for the last one (B, 1, V)
         with ``last_only``, or (N, V) at the N positions where the bool
         mask ``logits_at`` (B, T) is True.
 
-        With ``caches``, idx holds only the new tokens.
+        With ``caches``, idx holds only the new tokens. ``attention_mask``
+        (B, S), S = the cached and the new tokens, is False at padding: no
+        token attends to a padded one, and each row's positions count only
+        its real tokens, so a padded row gets the logits it would get alone.
         """
         self._check_idx(idx, caches)
         if logits_at is not None:
@@ -317,6 +323,8 @@ class Llama(nn.Module):
         B, T = idx.shape
         start = caches[0].length if caches else 0
         positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        if attention_mask is not None:  # padding: (B, T), real tokens only
+            positions = self._padded_positions(attention_mask, idx, caches)
         # once for every layer
         rope = rope_cos_sin(
             positions, self.config.head_dim, self.config.rope_theta
@@ -330,6 +338,7 @@ class Llama(nn.Module):
                 cache=caches[i] if caches else None,
                 impl=impl,
                 rope=rope,
+                key_mask=attention_mask,
             )
         if last_only:
             x = x[:, -1:]  # generation needs only the next token's logits
@@ -347,6 +356,28 @@ class Llama(nn.Module):
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != idx.shape:
             got = f"shape {tuple(mask.shape)} dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"logits_at must be a bool mask of the ids' shape {tuple(idx.shape)}, got {got}")
+
+    def _padded_positions(self, mask, idx: torch.Tensor, caches) -> torch.Tensor:
+        """(B, T) positions of the new tokens ``idx`` that count only real ones: a
+        row's tokens are at 0, 1, 2, ... whatever padding precedes them."""
+        B, T = idx.shape
+        start = caches[0].length if caches else 0
+        self._check_attention_mask(mask, B, start + T, caches)
+        return (mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]
+
+    @staticmethod
+    def _check_attention_mask(mask, B: int, S: int, caches=None) -> None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (B, S):
+            got = f"shape {tuple(mask.shape)} dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(
+                f"attention_mask must be a bool tensor of shape (B, S) = ({B}, {S}) "
+                f"(the cached and the new tokens), False at padding, got {got}"
+            )
+        if caches and any(isinstance(c, RollingKVCache) for c in caches):
+            raise ValueError(
+                "attention_mask (padding) is not supported with a sliding-window model's rolling "
+                "cache: its slots are not in position order; decode such prompts one by one"
+            )
 
     def _check_idx(self, idx: torch.Tensor, caches) -> None:
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
@@ -389,6 +420,7 @@ class Llama(nn.Module):
         stop_tokens: Iterable[int] = (),
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Continue each prompt by up to ``max_new_tokens`` tokens.
 
@@ -406,6 +438,9 @@ class Llama(nn.Module):
             generator: random generator for reproducible sampling.
             use_cache: decode with a KV cache (True) or recompute the whole
                 sequence at every step (False, for comparison).
+            attention_mask: (B, T) bool, False at padding, for prompts of
+                unequal length padded on the left (every row's last prompt
+                token is real). Each row is continued as it would be alone.
 
         Returns:
             (B, T + n) ids: the prompts followed by the n ≤ max_new_tokens new
@@ -427,19 +462,21 @@ class Llama(nn.Module):
                 f"prompt of {T} tokens + max_new_tokens={max_new_tokens} "
                 f"exceeds max_seq_len={self.config.max_seq_len}"
             )
+        if attention_mask is not None:
+            self._check_left_padding(attention_mask, B, T)
         was_training = self.training
         self.eval()
         try:
             return self._generate(
                 idx, max_new_tokens, temperature, top_k, top_p, stop,
-                generator, use_cache,
+                generator, use_cache, attention_mask,
             )
         finally:
             self.train(was_training)  # even when interrupted or failing
 
     def _generate(
         self, idx, max_new_tokens, temperature, top_k, top_p, stop,
-        generator, use_cache,
+        generator, use_cache, mask=None,
     ) -> torch.Tensor:
         B, T = idx.shape
         caches = self.new_caches(B, T + max_new_tokens) if use_cache else None
@@ -447,11 +484,13 @@ class Llama(nn.Module):
         finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
         last_stop = torch.zeros(B, dtype=torch.long, device=idx.device)
         step_input = idx
+        real = torch.ones(B, 1, dtype=torch.bool, device=idx.device)
         # --8<-- [start:decode_loop]
         for _ in range(max_new_tokens):
             # (B, V)
             logits = self(
-                step_input if use_cache else out, caches=caches, last_only=True
+                step_input if use_cache else out, caches=caches, last_only=True,
+                attention_mask=mask,  # None, or padding in the prompts
             )[:, -1, :].float()
             # (B,)
             next_id = _pick(logits, temperature, top_k, top_p, generator)
@@ -459,6 +498,8 @@ class Llama(nn.Module):
             next_id = torch.where(finished, last_stop, next_id)
             out = torch.cat([out, next_id[:, None]], dim=1)  # (B, T + 1)
             step_input = next_id[:, None]
+            if mask is not None:
+                mask = torch.cat([mask, real], dim=1)  # the new token is real
             if stop.numel():
                 hit = torch.isin(next_id, stop) & ~finished
                 last_stop = torch.where(hit, next_id, last_stop)
@@ -469,6 +510,15 @@ class Llama(nn.Module):
         return out
 
     # --8<-- [end:generate]
+
+    def _check_left_padding(self, mask, B: int, T: int) -> None:
+        self._check_attention_mask(mask, B, T)
+        if not bool(mask[:, -1].all()):
+            rows = (~mask[:, -1]).nonzero().flatten().tolist()
+            raise ValueError(
+                f"attention_mask: the prompts must be padded on the left (each row's last "
+                f"token real), rows {rows[:10]} end in padding"
+            )
 
     def _stop_ids(self, stop_tokens) -> list[int]:
         V = self.config.vocab_size

@@ -188,37 +188,48 @@ def greedy_replies(
     samples: list[Sample],
     *,
     max_new_tokens: int = MAX_NEW_TOKENS,
+    batch_size: int = 64,
 ) -> list[Sample]:
     """Greedy replies to every sample, filled in place (and returned).
 
-    Prompts of equal token length are decoded together in one batch (no padding is needed,
-    so each row is exactly its own greedy decode). A reply ends at the first <|eot_id|>;
-    it leaks a role when it produces any other special token before that (as ``train.reply``).
+    Prompts are decoded ``batch_size`` at a time, padded on the left to the longest
+    (``Llama.generate(attention_mask=...)``: no token attends to padding and positions count
+    only real tokens, so each row is continued as it would be alone). A prompt too long for
+    ``max_new_tokens`` more tokens within the model's context gets what room is left, decoded
+    with the prompts of its own length. A reply ends at the first <|eot_id|>; it leaks a role
+    when it produces any other special token before that (as ``train.reply``).
     """
     eot = tokenizer.eot_id
     specials = {tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id}
     specials.update(tokenizer.piece_to_id(t) for t in tokenizer.special_tokens)
-    groups: dict[int, list[tuple[Sample, list[int]]]] = {}
+    limit = model.config.max_seq_len
+    groups: dict[int, list[tuple[Sample, list[int]]]] = {}  # by the room each prompt has
     for s in samples:
         ids = encode_prompt([Message(r, c) for r, c in s.messages], tokenizer)
-        groups.setdefault(len(ids), []).append((s, ids))
+        n = min(max_new_tokens, limit - len(ids))
+        if n > 0:  # else no room left in the context: the reply cannot start
+            groups.setdefault(n, []).append((s, ids))
     device = model.lm_head.weight.device
-    for length in sorted(groups):
-        rows = groups[length]
-        n = min(max_new_tokens, model.config.max_seq_len - length)
-        if n <= 0:  # no room left in the context: the reply cannot start
-            continue
-        idx = torch.tensor(
-            [ids for _, ids in rows], dtype=torch.long, device=device
-        )
-        out = model.generate(idx, n, stop_tokens=[eot])[:, length:].tolist()
-        for (s, _), new in zip(rows, out):
-            if eot in new:
-                new = new[: new.index(eot) + 1]
-            s.ended = bool(new) and new[-1] == eot
-            s.role_leak = any(i in specials and i != eot for i in new)
-            s.n_tokens = len(new)
-            s.text = tokenizer.decode([i for i in new if i != eot])
+    for n, group in groups.items():
+        group.sort(key=lambda row: len(row[1]))  # pad little
+        for i in range(0, len(group), batch_size):
+            rows = group[i : i + batch_size]
+            T = len(rows[-1][1])
+            idx = torch.full((len(rows), T), tokenizer.pad_id, dtype=torch.long)
+            real = torch.zeros((len(rows), T), dtype=torch.bool)
+            for j, (_, ids) in enumerate(rows):
+                idx[j, T - len(ids) :] = torch.tensor(ids)
+                real[j, T - len(ids) :] = True
+            out = model.generate(
+                idx.to(device), n, stop_tokens=[eot], attention_mask=real.to(device)
+            )[:, T:].tolist()
+            for (s, _), new in zip(rows, out):
+                if eot in new:
+                    new = new[: new.index(eot) + 1]
+                s.ended = bool(new) and new[-1] == eot
+                s.role_leak = any(i in specials and i != eot for i in new)
+                s.n_tokens = len(new)
+                s.text = tokenizer.decode([i for i in new if i != eot])
     return samples
 
 
