@@ -20,6 +20,9 @@ def test_svg_ink_follows_the_page_colour_and_text_stays_text():
     titles = re.findall(r"<text[^>]*>쿼리 헤드</text>", out)
     assert titles and "fill" not in titles[0]
     assert "stroke: currentColor" in out
+    # no RDF metadata (creation date, generator), and the search index leaves the figure out
+    assert "<metadata" not in out and "image/svg+xml" not in out
+    assert "data-search-exclude" in root
 
 
 def _wcag(hex_a: str, hex_b: str) -> float:

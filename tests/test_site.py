@@ -1,5 +1,6 @@
 """The site build is a test: every executed block runs, strictly, in both languages."""
 
+import json
 import os
 import re
 import shutil
@@ -202,3 +203,12 @@ def test_figures_are_inline_svg_with_text_kept_as_text(site):
             assert "<svg" in html, f"{lang}/{slug} has no figure"
     ko = _page(site, "ko", "gqa")
     assert re.search(r"<text[^>]*>[^<]*[가-힣]", ko) or re.search(r"<!--[^>]*[가-힣]", ko), "Korean labels missing from the GQA figure"
+
+
+def test_search_indexes_prose_not_the_figures_insides(site):
+    """Tick labels, legends and matplotlib's SVG metadata are not page text for the search."""
+    for index in (site / "search" / "search_index.json", site / "en" / "search" / "search_index.json"):
+        text = " ".join(doc["text"] for doc in json.loads(index.read_text(encoding="utf-8"))["docs"])
+        assert "image/svg+xml" not in text and "matplotlib.org" not in text, index
+        assert not re.search(r"\b0\.0 0\.5 1\.0 1\.5\b", text), index  # an axis's tick labels
+        assert "grouped" in text.lower() or "그룹" in text  # the prose is still there

@@ -153,7 +153,7 @@ def _readable(fig: Any) -> None:
     if not any(t.get_visible() and t.get_text().strip() for ax in fig.axes for t in ax.texts):
         return  # no text drawn over the data: nothing to check (and no drawing to pay for)
     canvas = FigureCanvasAgg(fig)  # display coordinates and a renderer for the text extents
-    canvas.draw()
+    fig.draw_without_rendering()  # the layout only: positions and sizes, no pixels
     renderer = canvas.get_renderer()
     for ax in fig.axes:
         for text in ax.texts:
@@ -211,7 +211,8 @@ def svg(fig: Any, *, max_width: str = "100%", alt: str | None = None) -> str:
             else its axis labels, else the labels drawn in it.
 
     Returns:
-        The SVG markup, without XML prolog, with black replaced by ``currentColor``.
+        The SVG markup, without XML prolog and metadata, with black replaced by
+        ``currentColor``, kept out of the site's search index.
 
     Raises:
         ValueError: the figure has no title, axis label or text and no ``alt`` was given.
@@ -236,13 +237,21 @@ def svg(fig: Any, *, max_width: str = "100%", alt: str | None = None) -> str:
     plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
+    # matplotlib's RDF metadata (creation date, "image/svg+xml", its own name) is neither seen
+    # nor useful inline, and the site search would index it as page text
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, count=1, flags=re.S)
     text = re.sub(r"#000000\b", "currentColor", text)
     end = text.index(">")
     root = re.sub(r'\sheight="[^"]*"', "", text[:end])  # the viewBox keeps the aspect ratio
     # matplotlib leaves out the fill of black text and paths (SVG's default is black): make that
     # default the page's text colour too, so labels stay readable in dark mode.
     label = html.escape(name, quote=True)
+    # data-search-exclude: the search index gets the page's prose, not tick labels and legends
+    # (the figure is named by its aria-label)
     root = root.replace(
-        "<svg", f'<svg role="img" aria-label="{label}" fill="currentColor" style="max-width:{max_width};height:auto"', 1
+        "<svg",
+        f'<svg role="img" aria-label="{label}" data-search-exclude fill="currentColor" '
+        f'style="max-width:{max_width};height:auto"',
+        1,
     )
     return root + text[end:]
