@@ -59,8 +59,8 @@ class Recipe:
 _WALK_MODEL = dict(
     dim=128,
     n_layers=3,
-    n_heads=8,
-    n_kv_heads=4,
+    n_heads=4,
+    n_kv_heads=1,  # multi-query: one key/value head, the cheapest step here
     ffn_hidden=384,
     max_seq_len=320,
     rope_theta=10000.0,

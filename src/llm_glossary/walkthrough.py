@@ -65,7 +65,7 @@ __all__ = [
 MAX_NEW_TOKENS = 96
 # the misconceptions' fine-tunes: the first this many steps of the walkthrough's schedule
 # (all of it for a recipe with fewer steps)
-VARIANT_STEPS = 64
+VARIANT_STEPS = 32
 
 
 def variant_steps(rec: Recipe) -> int:
