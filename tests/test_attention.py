@@ -289,3 +289,21 @@ def test_key_mask_errors_name_the_expected_shape():
         attention(q, k, v, key_mask=torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"got shape \(2, 5\) dtype torch.int64"):
         attention(q, k, v, key_mask=torch.ones(2, 5, dtype=torch.long), impl="reference")
+
+
+def test_sliding_window_timings_memo_measures_once_per_process(monkeypatch):
+    from llm_glossary import benchmarking
+
+    calls = []
+    monkeypatch.setattr(benchmarking, "time_ms", lambda fn, **kw: calls.append(1) or float(len(calls)))
+    monkeypatch.setattr(benchmarking, "_TIMINGS", {})
+    args = dict(window=4, heads=1, head_dim=8, repeat=1)
+    first = benchmarking.sliding_window_timings([16, 32], memo=True, **args)
+    assert len(calls) == 4  # dense and chunked, two lengths
+    again = benchmarking.sliding_window_timings([16, 32], memo=True, **args)
+    assert again == first and len(calls) == 4  # reused, not measured
+    again[0]["dense_ms"] = -1.0  # a copy: the memo keeps its own rows
+    assert benchmarking.sliding_window_timings([16, 32], memo=True, **args) == first
+    benchmarking.sliding_window_timings([16, 32], memo=True, **{**args, "window": 8})
+    benchmarking.sliding_window_timings([16, 32], **args)  # memo off: measured again
+    assert len(calls) == 12

@@ -118,12 +118,30 @@ def sliding_window_timings(
     repeat: int = 3,
     memory: bool = False,
     seed: int = 0,
+    memo: bool = False,
 ) -> list[dict]:
     """Dense masked SDPA against the chunked sliding-window path, one row per length T.
 
     Returns rows with T, dense_ms, fast_ms, time_ratio (dense / fast), max_abs_diff and,
-    with ``memory=True``, dense_mem_mib, fast_mem_mib and mem_ratio.
+    with ``memory=True``, dense_mem_mib, fast_mem_mib and mem_ratio. With ``memo=True`` a
+    second call in the same process with the same arguments and thread count returns
+    (copies of) the first call's rows instead of measuring again: the Korean and English
+    pages then show one measurement and the build pays for one.
     """
+    key = (tuple(lengths), window, heads, head_dim, batch, dtype, str(device), repeat, memory, seed,
+           torch.get_num_threads())
+    if memo and key in _TIMINGS:
+        return [dict(row) for row in _TIMINGS[key]]
+    rows = _sliding_window_timings(lengths, window, heads, head_dim, batch, dtype, device, repeat, memory, seed)
+    if memo:
+        _TIMINGS[key] = [dict(row) for row in rows]
+    return rows
+
+
+_TIMINGS: dict[tuple, list[dict]] = {}
+
+
+def _sliding_window_timings(lengths, window, heads, head_dim, batch, dtype, device, repeat, memory, seed) -> list[dict]:
     device = torch.device(device)
     g = torch.Generator(device="cpu").manual_seed(seed)
     rows = []
