@@ -332,3 +332,28 @@ def test_variants_share_the_walkthroughs_first_steps(tmp_path, monkeypatch):
     assert list(tmp_path.glob("variants-*.json"))
     monkeypatch.setattr(walkthrough, "_VARIANT_MEMO", {})
     assert walkthrough.variants(recipe="tiny") == v  # from the disk cache
+
+
+def test_greedy_replies_give_each_prompt_the_room_it_has():
+    """Prompts too long for max_new_tokens more tokens get what room the context leaves them,
+    whatever longer or shorter prompts share the call; every reply is the one-prompt decode."""
+    from llm_glossary.dialog import Message, chat_tokenizer, encode_prompt
+    from llm_glossary.model import Llama, LlamaConfig
+
+    tok = chat_tokenizer()
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(vocab_size=tok.vocab_size, dim=32, n_layers=1, n_heads=2, n_kv_heads=1,
+                              ffn_hidden=64, max_seq_len=48)).eval()
+    texts = ["Hi", "What is RMSNorm?", "Explain grouped-query attention and why Llama 3 uses it, please.",
+             "안녕하세요", "슬라이딩 윈도 어텐션은 무엇이고 왜 쓰나요? 자세히 알려 주세요."]
+    samples = [walkthrough.Sample("everyday", "en", [("user", t)], None) for t in texts]
+    lengths = [len(encode_prompt([Message("user", t)], tok)) for t in texts]
+    rooms = [min(16, 48 - n) for n in lengths]
+    assert min(rooms) < 16 == max(rooms)  # some prompts have less room than max_new_tokens
+    got = walkthrough.greedy_replies(model, tok, samples, max_new_tokens=16)
+    for s, n, room in zip(got, lengths, rooms):
+        ids = torch.tensor([encode_prompt([Message("user", s.messages[0][1])], tok)])
+        alone = model.generate(ids, room, stop_tokens=[tok.eot_id])[0, n:].tolist()
+        if tok.eot_id in alone:
+            alone = alone[: alone.index(tok.eot_id) + 1]
+        assert s.n_tokens == len(alone) and s.text == tok.decode([i for i in alone if i != tok.eot_id])
