@@ -274,6 +274,16 @@ def test_key_mask_hides_padding_like_leaving_it_out(window, T, S):
         torch.testing.assert_close(out[1:, :, real_q], alone, **TOL[torch.float32])
         torch.testing.assert_close(out[:1], fn(q[:1], k[:1], v[:1], window=window), **TOL[torch.float32])
         assert torch.isfinite(out).all()
+    # without the causal mask too, and through the NaN fallback (a NaN in a padded key)
+    for fn in (attention_reference, attention_fast):
+        full = fn(q, k, v, causal=False, key_mask=key_mask)
+        alone_full = attention_reference(q[1:, :, real_q], k[1:, :, pad:], v[1:, :, pad:], causal=False)
+        torch.testing.assert_close(full[1:, :, real_q], alone_full, **TOL[torch.float32])
+    if window is None:
+        k_nan = k.clone()
+        k_nan[1, :, 0] = float("nan")  # padding (the reference path masks it with -inf)
+        out = attention_fast(q, k_nan, v, key_mask=key_mask)
+        torch.testing.assert_close(out[1:, :, real_q], alone, **TOL[torch.float32])
     # a hidden key really changes nothing: alter the padded keys and values
     k2, v2 = k.clone(), v.clone()
     k2[1, :, :pad] += 100.0
@@ -289,6 +299,8 @@ def test_key_mask_errors_name_the_expected_shape():
         attention(q, k, v, key_mask=torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"got shape \(2, 5\) dtype torch.int64"):
         attention(q, k, v, key_mask=torch.ones(2, 5, dtype=torch.long), impl="reference")
+    with pytest.raises(ValueError, match=r"key_mask is on meta, the keys on cpu"):
+        attention(q, k, v, key_mask=torch.ones(2, 5, dtype=torch.bool, device="meta"))
 
 
 def test_sliding_window_timings_memo_measures_once_per_process(monkeypatch):

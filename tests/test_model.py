@@ -314,6 +314,25 @@ def test_attention_mask_errors():
     right_padded = torch.tensor([[True] * 4, [True, True, False, False]])
     with pytest.raises(ValueError, match=r"padded on the left .* rows \[1\] end in padding"):
         model.generate(idx, 3, attention_mask=right_padded)
-    windowed = Llama(LlamaConfig(**TINY["mistral"]))
-    with pytest.raises(ValueError, match="not supported with a sliding-window model's rolling cache"):
-        windowed.generate(idx, 3, attention_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"attention_mask is on meta, the token ids on cpu"):
+        model(idx, attention_mask=torch.ones(2, 4, dtype=torch.bool, device="meta"))
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_a_windowed_model_decodes_padded_prompts_as_one_at_a_time(use_cache):
+    """The rolling cache (W = 5 slots, shorter than the prompts) returns only the last keys:
+    the padding mask follows it."""
+    torch.manual_seed(2)
+    model = Llama(LlamaConfig(**TINY["mistral"])).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    from llm_glossary.attention import RollingKVCache
+
+    assert isinstance(model.new_caches(1, 20)[0], RollingKVCache)
+    g = torch.Generator().manual_seed(8)
+    prompts = [torch.randint(1, 80, (n,), generator=g).tolist() for n in (2, 9, 5, 9)]
+    idx, mask = _left_padded(prompts, pad=3)
+    out = model.generate(idx, 12, attention_mask=mask, use_cache=use_cache)[:, idx.shape[1]:]
+    alone = [model.generate(torch.tensor([p]), 12)[0, len(p):] for p in prompts]
+    assert [r.tolist() for r in out] == [r.tolist() for r in alone]
+    assert len({tuple(r.tolist()) for r in alone}) > 1

@@ -282,7 +282,8 @@ def test_teacher_forced_check_agrees_with_greedy_decoding(tmp_path, monkeypatch)
     # half of them expect what the model really says (its greedy reply), half the reference
     replies = walkthrough.greedy_replies(w.model, w.tokenizer, [walkthrough.Sample(**vars(s)) for s in samples])
     # one left-padded batch replies as one prompt at a time does
-    assert len({len(s.messages) for s in samples}) > 1  # prompts of unequal length
+    lengths = {len(encode_prompt([Message(r, c) for r, c in s.messages], w.tokenizer)) for s in samples}
+    assert len(lengths) > 1  # prompts of unequal token length share the batch
     alone = walkthrough.greedy_replies(w.model, w.tokenizer, [walkthrough.Sample(**vars(s)) for s in samples],
                                        batch_size=1)
     assert [(r.text, r.n_tokens, r.ended) for r in replies] == [(r.text, r.n_tokens, r.ended) for r in alone]

@@ -199,10 +199,12 @@ def _mask(T: int, S: int, causal: bool, window: int | None, device: torch.device
     return None
 
 
-def _check_key_mask(key_mask, B: int, S: int) -> None:
+def _check_key_mask(key_mask, B: int, S: int, device: torch.device) -> None:
     if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool or tuple(key_mask.shape) != (B, S):
         got = f"shape {tuple(key_mask.shape)} dtype {key_mask.dtype}" if isinstance(key_mask, torch.Tensor) else type(key_mask).__name__
         raise ValueError(f"key_mask must be a bool tensor of shape (B, S) = ({B}, {S}), True for real tokens, got {got}")
+    if key_mask.device != device:
+        raise ValueError(f"key_mask is on {key_mask.device}, the keys on {device}: move it with .to({str(device)!r})")
 
 
 def _with_key_mask(mask: torch.Tensor | None, key_mask: torch.Tensor, T: int) -> torch.Tensor:
@@ -210,8 +212,8 @@ def _with_key_mask(mask: torch.Tensor | None, key_mask: torch.Tensor, T: int) ->
     keeps, except that every query still sees its own position (a padding query, whose
     output nobody reads, then attends to itself instead of to nothing, which would be NaN)."""
     B, S = key_mask.shape
-    own = torch.zeros(T, S, dtype=torch.bool, device=key_mask.device)
-    own[torch.arange(T), torch.arange(S - T, S)] = True
+    rows = torch.arange(T, device=key_mask.device)
+    own = rows[:, None] + (S - T) == torch.arange(S, device=key_mask.device)  # (T, S)
     keep = key_mask[:, None, None, :] | own  # (B, 1, T, S)
     return keep if mask is None else keep & mask
 
@@ -236,7 +238,7 @@ def attention_reference(
     B, Hq, T, D = q.shape
     S = k.shape[2]
     if key_mask is not None:  # padding in a batch of unequal sequences
-        _check_key_mask(key_mask, B, S)
+        _check_key_mask(key_mask, B, S, q.device)
     scale = _check_scale(scale, D)  # 1/√D unless given
     # (B, Hq, S, D): each group's shared head
     k = repeat_kv(k, Hq // k.shape[1])
@@ -304,7 +306,9 @@ def attention_fast(
     """The same result as ``attention_reference`` through torch's fused kernels.
 
     Full attention goes to ``scaled_dot_product_attention`` (GQA without copying key/value
-    heads). A sliding window narrower than the keys goes to the chunked path. Inputs that
+    heads). A sliding window narrower than the keys goes to the chunked path. With a
+    ``key_mask`` (padding) every case goes to the fused kernel with one explicit (B, 1, T, S)
+    mask, window included (dense, not chunked). Inputs that
     hold a NaN go to ``attention_reference``: the fused kernels drop a NaN query (0 instead
     of NaN) or spread a masked NaN key, so only then do both paths agree on NaN.
     """
@@ -315,7 +319,7 @@ def attention_fast(
     if bool(torch.isnan(q).any() | torch.isnan(k).any() | torch.isnan(v).any()):
         return attention_reference(q, k, v, causal=causal, window=window, scale=scale, key_mask=key_mask)
     if key_mask is not None:  # padding: one explicit (B, 1, T, S) mask
-        _check_key_mask(key_mask, B, S)
+        _check_key_mask(key_mask, B, S, q.device)
         mask = _with_key_mask(_mask(T, S, causal, window, q.device), key_mask, T)
         return _sdpa(q, k, v, mask, False, scale)
     if window is not None and window < S:
@@ -358,7 +362,8 @@ def attention(
         (B, Hq, T, D).
 
     Raises:
-        ValueError: wrong ranks or sizes, Hq not a multiple of Hkv, S < T, window ≤ 0.
+        ValueError: wrong ranks or sizes, Hq not a multiple of Hkv, S < T, window ≤ 0,
+            a key_mask that is not a (B, S) bool tensor on the keys' device.
 
     Examples:
         >>> q = k = v = torch.ones(1, 1, 2, 4)
@@ -621,9 +626,9 @@ class SelfAttention(nn.Module):
 
         ``rope`` may pass precomputed (cos, sin) from ``position.rope_cos_sin``
         for these positions, so a model computes them once instead of once per
-        layer. ``key_mask`` (B, S), False for padding, hides padded keys (see
-        :func:`attention`); with a rolling cache S would be its W slots, out of
-        position order, so ``Llama`` refuses padding for a windowed model.
+        layer. ``key_mask`` (B, every position so far), False for padding,
+        hides padded keys (see :func:`attention`); with a rolling cache only its
+        last columns, those of the keys the cache returns, are used.
         """
         if (
             not isinstance(x, torch.Tensor)
@@ -670,6 +675,8 @@ class SelfAttention(nn.Module):
         if cache is not None:
             # (B, Hkv, S, D): the past and the new keys
             k, v = cache.update(k, v)
+            if key_mask is not None:  # a rolling cache returns the last S only
+                key_mask = key_mask[:, key_mask.shape[1] - k.shape[2] :]
         # (B, Hq, T, D)
         y = attention(
             q, k, v, causal=True, window=self.window, impl=impl,

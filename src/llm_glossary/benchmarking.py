@@ -128,6 +128,7 @@ def sliding_window_timings(
     (copies of) the first call's rows instead of measuring again: the Korean and English
     pages then show one measurement and the build pays for one.
     """
+    lengths = list(lengths)
     key = (tuple(lengths), window, heads, head_dim, batch, dtype, str(device), repeat, memory, seed,
            torch.get_num_threads())
     if memo and key in _TIMINGS:

@@ -313,9 +313,10 @@ class Llama(nn.Module):
         mask ``logits_at`` (B, T) is True.
 
         With ``caches``, idx holds only the new tokens. ``attention_mask``
-        (B, S), S = the cached and the new tokens, is False at padding: no
-        token attends to a padded one, and each row's positions count only
-        its real tokens, so a padded row gets the logits it would get alone.
+        (B, S), S = the cached and the new tokens, is False at padding (on the
+        left): no real token attends to padding and each row's positions count
+        only its real tokens, so a row's logits at its real positions are those
+        it gets alone.
         """
         self._check_idx(idx, caches)
         if logits_at is not None:
@@ -362,21 +363,21 @@ class Llama(nn.Module):
         row's tokens are at 0, 1, 2, ... whatever padding precedes them."""
         B, T = idx.shape
         start = caches[0].length if caches else 0
-        self._check_attention_mask(mask, B, start + T, caches)
+        self._check_attention_mask(mask, B, start + T, idx.device)
         return (mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]
 
     @staticmethod
-    def _check_attention_mask(mask, B: int, S: int, caches=None) -> None:
+    def _check_attention_mask(mask, B: int, S: int, device) -> None:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (B, S):
             got = f"shape {tuple(mask.shape)} dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(
                 f"attention_mask must be a bool tensor of shape (B, S) = ({B}, {S}) "
                 f"(the cached and the new tokens), False at padding, got {got}"
             )
-        if caches and any(isinstance(c, RollingKVCache) for c in caches):
+        if mask.device != torch.device(device):
             raise ValueError(
-                "attention_mask (padding) is not supported with a sliding-window model's rolling "
-                "cache: its slots are not in position order; decode such prompts one by one"
+                f"attention_mask is on {mask.device}, the token ids on {device}: "
+                f"move it with .to({str(device)!r})"
             )
 
     def _check_idx(self, idx: torch.Tensor, caches) -> None:
@@ -440,7 +441,8 @@ class Llama(nn.Module):
                 sequence at every step (False, for comparison).
             attention_mask: (B, T) bool, False at padding, for prompts of
                 unequal length padded on the left (every row's last prompt
-                token is real). Each row is continued as it would be alone.
+                token is real; T counts the padding). Each row is continued as
+                it would be alone.
 
         Returns:
             (B, T + n) ids: the prompts followed by the n ≤ max_new_tokens new
@@ -463,7 +465,7 @@ class Llama(nn.Module):
                 f"exceeds max_seq_len={self.config.max_seq_len}"
             )
         if attention_mask is not None:
-            self._check_left_padding(attention_mask, B, T)
+            self._check_left_padding(attention_mask, B, T, idx.device)
         was_training = self.training
         self.eval()
         try:
@@ -511,8 +513,8 @@ class Llama(nn.Module):
 
     # --8<-- [end:generate]
 
-    def _check_left_padding(self, mask, B: int, T: int) -> None:
-        self._check_attention_mask(mask, B, T)
+    def _check_left_padding(self, mask, B: int, T: int, device) -> None:
+        self._check_attention_mask(mask, B, T, device)
         if not bool(mask[:, -1].all()):
             rows = (~mask[:, -1]).nonzero().flatten().tolist()
             raise ValueError(

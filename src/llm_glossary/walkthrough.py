@@ -199,6 +199,9 @@ def greedy_replies(
     with the prompts of its own length. A reply ends at the first <|eot_id|>; it leaks a role
     when it produces any other special token before that (as ``train.reply``).
     """
+    from llm_glossary._checks import positive_int
+
+    positive_int(batch_size, "batch_size")
     eot = tokenizer.eot_id
     specials = {tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id}
     specials.update(tokenizer.piece_to_id(t) for t in tokenizer.special_tokens)
