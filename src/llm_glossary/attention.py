@@ -199,12 +199,15 @@ def _mask(T: int, S: int, causal: bool, window: int | None, device: torch.device
     return None
 
 
-def _check_key_mask(key_mask, B: int, S: int, device: torch.device) -> None:
+def _check_key_mask(
+    key_mask, B: int, S: int, device: torch.device, *, name: str = "key_mask", of: str = "the keys", what: str = ""
+) -> None:
+    """A (B, S) bool padding mask on ``device`` (``Llama`` checks its attention_mask here too)."""
     if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool or tuple(key_mask.shape) != (B, S):
         got = f"shape {tuple(key_mask.shape)} dtype {key_mask.dtype}" if isinstance(key_mask, torch.Tensor) else type(key_mask).__name__
-        raise ValueError(f"key_mask must be a bool tensor of shape (B, S) = ({B}, {S}), True for real tokens, got {got}")
-    if key_mask.device != device:
-        raise ValueError(f"key_mask is on {key_mask.device}, the keys on {device}: move it with .to({str(device)!r})")
+        raise ValueError(f"{name} must be a bool tensor of shape (B, S) = ({B}, {S}){what}, True for real tokens, got {got}")
+    if key_mask.device != torch.device(device):
+        raise ValueError(f"{name} is on {key_mask.device}, {of} on {device}: move it with .to({str(device)!r})")
 
 
 def _with_key_mask(mask: torch.Tensor | None, key_mask: torch.Tensor, T: int) -> torch.Tensor:

@@ -45,7 +45,7 @@ from .checkpoint import (
     read_safetensors_header,
     save_safetensors,
 )
-from .attention import KVCache, RollingKVCache, SelfAttention
+from .attention import KVCache, RollingKVCache, SelfAttention, _check_key_mask
 from .norm import RMSNorm
 from .position import rope_cos_sin
 
@@ -368,17 +368,8 @@ class Llama(nn.Module):
 
     @staticmethod
     def _check_attention_mask(mask, B: int, S: int, device) -> None:
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (B, S):
-            got = f"shape {tuple(mask.shape)} dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(
-                f"attention_mask must be a bool tensor of shape (B, S) = ({B}, {S}) "
-                f"(the cached and the new tokens), False at padding, got {got}"
-            )
-        if mask.device != torch.device(device):
-            raise ValueError(
-                f"attention_mask is on {mask.device}, the token ids on {device}: "
-                f"move it with .to({str(device)!r})"
-            )
+        _check_key_mask(mask, B, S, device, name="attention_mask", of="the token ids",
+                        what=" (the cached and the new tokens)")
 
     def _check_idx(self, idx: torch.Tensor, caches) -> None:
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from llm_glossary._checks import positive_int
 from llm_glossary.dialog import (
     Dialog,
     Message,
@@ -199,8 +200,6 @@ def greedy_replies(
     with the prompts of its own length. A reply ends at the first <|eot_id|>; it leaks a role
     when it produces any other special token before that (as ``train.reply``).
     """
-    from llm_glossary._checks import positive_int
-
     positive_int(batch_size, "batch_size")
     eot = tokenizer.eot_id
     specials = {tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id}
